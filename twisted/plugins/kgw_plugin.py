@@ -1,0 +1,3 @@
+from twisted.application.service import ServiceMaker
+
+kgw = ServiceMaker("kgw", "kgw.tap", "A Jupyter kernel gateway.", "kgw")

@@ -1,0 +1,231 @@
+"""The REST API and the channels websocket route of jupyter-websocket mode, as a Klein app."""
+
+from __future__ import annotations
+
+import json
+import mimetypes
+import os
+from typing import Any
+
+from autobahn.twisted.resource import WebSocketResource
+from klein import Klein
+from twisted.web.iweb import IRequest
+
+from kgw import __version__
+from kgw.api.errors import handleFailure, writeError
+from kgw.api.openapi import build_openapi, to_yaml
+from kgw.errors import Forbidden, InvalidRequest, NoSuchResource
+from kgw.kernels.registry import KernelRegistry, specResources
+from kgw.sessions import SessionRegistry
+from kgw.websocket import ChannelsFactory
+
+JSON = b"application/json"
+
+
+def jsonBody(request: IRequest) -> Any:
+    """
+    The request's JSON body, or C{None} when it is empty.
+
+    @raise InvalidRequest: if the body is not valid JSON.
+    """
+    raw = request.content.read() if request.content is not None else b""
+    if not raw.strip():
+        return None
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise InvalidRequest(f"Invalid JSON in body of request: {e}") from None
+
+
+def respond(request: IRequest, body: Any, code: int = 200) -> bytes:
+    request.setResponseCode(code)
+    request.setHeader(b"Content-Type", JSON)
+    return json.dumps(body).encode("utf-8")
+
+
+def queryArg(request: IRequest, name: str) -> str:
+    values = request.args.get(name.encode("ascii"), [])
+    return values[0].decode("utf-8", "replace") if values else ""
+
+
+class GatewayAPI:
+    """
+    The jupyter-websocket API over a kernel registry and a session registry.
+
+    Routes are relative: L{kgw.api.edge} mounts the app under C{base_url}, which is also the
+    prefix of the URLs the API hands out (C{Location}, kernelspec resources).
+    """
+
+    app = Klein()
+
+    def __init__(
+        self,
+        kernels: KernelRegistry,
+        sessions: SessionRegistry,
+        channels: ChannelsFactory,
+        baseURL: str = "/",
+        listKernels: bool = False,
+    ) -> None:
+        self.kernels = kernels
+        self.sessions = sessions
+        self.channels = channels
+        self.baseURL = baseURL
+        self.listKernels = listKernels
+        spec = build_openapi(__version__, baseURL)
+        self._swaggerJSON = json.dumps(spec, indent=1).encode("utf-8")
+        self._swaggerYAML = to_yaml(spec).encode("utf-8")
+
+    @app.handle_errors(Exception)
+    def _error(self, request: IRequest, failure: Any) -> bytes:
+        return handleFailure(request, failure)
+
+    # Metadata
+
+    @app.route("/api", methods=["GET"], strict_slashes=False)
+    def version(self, request: IRequest) -> bytes:
+        return respond(request, {"version": __version__})
+
+    @app.route("/api/swagger.json", methods=["GET"])
+    def swaggerJSON(self, request: IRequest) -> bytes:
+        request.setHeader(b"Content-Type", JSON)
+        return self._swaggerJSON
+
+    @app.route("/api/swagger.yaml", methods=["GET"])
+    def swaggerYAML(self, request: IRequest) -> bytes:
+        request.setHeader(b"Content-Type", b"application/yaml")
+        return self._swaggerYAML
+
+    # Kernelspecs
+
+    def _specModel(
+        self, name: str, spec: dict[str, Any], resourceDir: str
+    ) -> dict[str, Any]:
+        return {
+            "name": name,
+            "spec": spec,
+            "resources": specResources(name, resourceDir, self.baseURL),
+        }
+
+    @app.route("/api/kernelspecs", methods=["GET"], strict_slashes=False)
+    def kernelspecs(self, request: IRequest) -> bytes:
+        found = self.kernels.specs.get_all_specs()
+        specs = {
+            name: self._specModel(name, entry["spec"], entry["resource_dir"])
+            for name, entry in found.items()
+        }
+        return respond(
+            request, {"default": self.kernels.defaultKernelName, "kernelspecs": specs}
+        )
+
+    @app.route("/api/kernelspecs/<kernel_name>", methods=["GET"], strict_slashes=False)
+    def kernelspec(self, request: IRequest, kernel_name: str) -> bytes:
+        spec, resourceDir = self.kernels.specModel(kernel_name)
+        return respond(request, self._specModel(kernel_name, spec, resourceDir))
+
+    @app.route("/kernelspecs/<kernel_name>/<path:resource>", methods=["GET"])
+    def kernelspecResource(
+        self, request: IRequest, kernel_name: str, resource: str
+    ) -> bytes:
+        _, resourceDir = self.kernels.specModel(kernel_name)
+        root = os.path.realpath(resourceDir)
+        path = os.path.realpath(os.path.join(root, resource))
+        if os.path.commonpath([root, path]) != root or not os.path.isfile(path):
+            raise NoSuchResource(
+                f"No such resource {resource} in kernelspec {kernel_name}"
+            )
+        with open(path, "rb") as f:
+            data = f.read()
+        contentType = mimetypes.guess_type(path)[0] or "application/octet-stream"
+        request.setHeader(b"Content-Type", contentType.encode("ascii"))
+        return data
+
+    # Kernels
+
+    @app.route("/api/kernels", methods=["GET"], strict_slashes=False)
+    def listKernelsRoute(self, request: IRequest) -> bytes:
+        if not self.listKernels:
+            raise Forbidden("Listing kernels is disabled (list_kernels is False)")
+        return respond(request, [k.model() for k in self.kernels.kernels()])
+
+    @app.route("/api/kernels", methods=["POST"], strict_slashes=False)
+    async def startKernel(self, request: IRequest) -> bytes:
+        body = jsonBody(request)
+        if body is None:
+            body = {}
+        if not isinstance(body, dict):
+            raise InvalidRequest("The body must be a JSON object")
+        name = body.get("name")
+        if name is not None and not isinstance(name, str):
+            raise InvalidRequest("name must be a string")
+        kernel = await self.kernels.startKernel(name, body.get("env"))
+        request.setHeader(
+            b"Location", f"{self.baseURL}api/kernels/{kernel.id}".encode()
+        )
+        return respond(request, kernel.model(), 201)
+
+    @app.route("/api/kernels/<kernel_id>", methods=["GET"], strict_slashes=False)
+    def kernel(self, request: IRequest, kernel_id: str) -> bytes:
+        return respond(request, self.kernels.get(kernel_id).model())
+
+    @app.route("/api/kernels/<kernel_id>", methods=["DELETE"], strict_slashes=False)
+    async def deleteKernel(self, request: IRequest, kernel_id: str) -> bytes:
+        await self.kernels.shutdownKernel(kernel_id)
+        request.setResponseCode(204)
+        return b""
+
+    @app.route(
+        "/api/kernels/<kernel_id>/interrupt", methods=["POST"], strict_slashes=False
+    )
+    async def interrupt(self, request: IRequest, kernel_id: str) -> bytes:
+        await self.kernels.interrupt(kernel_id)
+        request.setResponseCode(204)
+        return b""
+
+    @app.route(
+        "/api/kernels/<kernel_id>/restart", methods=["POST"], strict_slashes=False
+    )
+    async def restart(self, request: IRequest, kernel_id: str) -> bytes:
+        kernel = await self.kernels.restart(kernel_id)
+        return respond(request, kernel.model())
+
+    @app.route(
+        "/api/kernels/<kernel_id>/channels", methods=["GET"], strict_slashes=False
+    )
+    def channelsRoute(self, request: IRequest, kernel_id: str) -> Any:
+        kernel = self.kernels.get(kernel_id)
+        upgrade = (request.getHeader(b"upgrade") or b"").lower()
+        if upgrade != b"websocket":
+            return writeError(request, 400, "A websocket upgrade request is required")
+        factory = self.channels.forKernel(kernel, queryArg(request, "session_id"))
+        return WebSocketResource(factory)
+
+    # Sessions
+
+    @app.route("/api/sessions", methods=["GET"], strict_slashes=False)
+    def listSessions(self, request: IRequest) -> bytes:
+        if not self.listKernels:
+            raise Forbidden("Listing sessions is disabled (list_kernels is False)")
+        return respond(request, self.sessions.list())
+
+    @app.route("/api/sessions", methods=["POST"], strict_slashes=False)
+    async def createSession(self, request: IRequest) -> bytes:
+        session = await self.sessions.create(jsonBody(request))
+        request.setHeader(
+            b"Location", f"{self.baseURL}api/sessions/{session.id}".encode()
+        )
+        return respond(request, self.sessions.model(session), 201)
+
+    @app.route("/api/sessions/<session_id>", methods=["GET"], strict_slashes=False)
+    def session(self, request: IRequest, session_id: str) -> bytes:
+        return respond(request, self.sessions.model(self.sessions.get(session_id)))
+
+    @app.route("/api/sessions/<session_id>", methods=["PATCH"], strict_slashes=False)
+    async def updateSession(self, request: IRequest, session_id: str) -> bytes:
+        session = await self.sessions.update(session_id, jsonBody(request))
+        return respond(request, self.sessions.model(session))
+
+    @app.route("/api/sessions/<session_id>", methods=["DELETE"], strict_slashes=False)
+    async def deleteSession(self, request: IRequest, session_id: str) -> bytes:
+        await self.sessions.delete(session_id)
+        request.setResponseCode(204)
+        return b""

@@ -1,0 +1,38 @@
+"""Assemble a gateway from its settings: the kernel registry and the HTTP resource tree."""
+
+from __future__ import annotations
+
+import os
+
+from twisted.internet.interfaces import IReactorTime
+from twisted.web.resource import IResource
+
+from kgw.api.app import GatewayAPI
+from kgw.api.edge import Edge
+from kgw.config import Config
+from kgw.kernels.environment import kernelEnvironment
+from kgw.kernels.registry import KernelRegistry
+from kgw.sessions import SessionRegistry
+from kgw.websocket import ChannelsFactory
+
+
+def buildGateway(
+    config: Config, clock: IReactorTime
+) -> tuple[KernelRegistry, IResource]:
+    """The kernel registry (a service to start) and the root resource serving the API."""
+    environ = dict(os.environ)
+    kernels = KernelRegistry(
+        clock,
+        defaultKernelName=config.default_kernel_name,
+        maxKernels=config.max_kernels,
+        restartLimit=config.restart_limit,
+        environment=lambda requested: kernelEnvironment(requested, environ),
+    )
+    api = GatewayAPI(
+        kernels,
+        SessionRegistry(kernels),
+        ChannelsFactory(config.max_message_size),
+        baseURL=config.base_url,
+        listKernels=config.list_kernels,
+    )
+    return kernels, Edge(api.app.resource(), config.base_url)

@@ -1,0 +1,50 @@
+"""What a kernel process finds in its environment: a pure policy, as KG defines it."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from kgw.errors import InvalidRequest
+
+NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+MAX_VALUE_LENGTH = 64 * 1024
+
+
+def kernelEnvironment(
+    requested: Any,
+    environ: Mapping[str, str],
+    whitelist: Iterable[str] = (),
+    processWhitelist: Iterable[str] = (),
+) -> dict[str, str]:
+    """
+    The environment of a new kernel.
+
+    The kernel inherits C{PATH} and the names in C{processWhitelist} from the gateway, and
+    nothing else of it. From the client's C{requested} mapping it takes the C{KERNEL_*} names
+    and the names in C{whitelist}; other names are ignored, as KG ignores them.
+    C{KERNEL_GATEWAY=1} tells the kernel where it runs.
+
+    @raise InvalidRequest: if C{requested} is not a mapping of valid names to strings.
+    """
+    env = {"PATH": environ.get("PATH", "")}
+    env.update({name: environ[name] for name in processWhitelist if name in environ})
+    if requested is None:
+        requested = {}
+    if not isinstance(requested, dict):
+        raise InvalidRequest("env must be an object of strings")
+    allowed = set(whitelist)
+    for name, value in requested.items():
+        if not isinstance(name, str) or not NAME.match(name):
+            raise InvalidRequest(f"env: invalid variable name {name!r}")
+        if not isinstance(value, str):
+            raise InvalidRequest(f"env: the value of {name} must be a string")
+        if len(value) > MAX_VALUE_LENGTH:
+            raise InvalidRequest(
+                f"env: the value of {name} is longer than {MAX_VALUE_LENGTH}"
+            )
+        if name.startswith("KERNEL_") or name in allowed:
+            env[name] = value
+    env["KERNEL_GATEWAY"] = "1"
+    return env

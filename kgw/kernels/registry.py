@@ -1,0 +1,354 @@
+"""The kernels a gateway runs: start, look up, interrupt, restart and shut down.
+
+Kernels are started with jupyter_client's L{AsyncKernelManager}, so kernelspec provisioners are
+honoured, and every kernel gets its own signing key. The registry watches each kernel process
+and restarts it, under the same id, when it dies without being asked to.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from collections.abc import Callable, Sequence
+from datetime import datetime, timezone
+from typing import Any
+
+from jupyter_client.kernelspec import NATIVE_KERNEL_NAME, KernelSpecManager
+from jupyter_client.kernelspec import NoSuchKernel as _NoSuchSpec
+from jupyter_client.manager import AsyncKernelManager
+from jupyter_core.paths import jupyter_runtime_dir
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred, DeferredList, ensureDeferred
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+from txzmq import ZmqFactory
+
+from kgw.bridge import fromCoroutine
+from kgw.errors import (
+    KernelLimitReached,
+    KernelStartFailed,
+    NoSuchKernel,
+    NoSuchKernelSpec,
+)
+from kgw.kernels.channels import KernelChannels
+
+log = Logger()
+
+
+def isoformat(moment: datetime) -> str:
+    """ISO 8601 in UTC with microseconds and a C{Z}, the form Jupyter clients parse."""
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+class Kernel:
+    """One running kernel: its process manager, its channels and the state clients see."""
+
+    def __init__(self, kernelId: str, name: str, manager: AsyncKernelManager) -> None:
+        self.id = kernelId
+        self.name = name
+        self.manager = manager
+        self.channels: KernelChannels | None = None
+        self.lastActivity = datetime.now(timezone.utc)
+        self.executionState = "starting"
+        # Set while the gateway itself stops or restarts the process, so the watcher leaves it.
+        self.busyWith: str | None = None
+        self.watcher: LoopingCall | None = None
+
+    @property
+    def connections(self) -> int:
+        return len(self.channels.clients) if self.channels is not None else 0
+
+    def model(self) -> dict[str, Any]:
+        """The kernel as the REST API shows it."""
+        return {
+            "id": self.id,
+            "name": self.name,
+            "last_activity": isoformat(self.lastActivity),
+            "execution_state": self.executionState,
+            "connections": self.connections,
+        }
+
+    def observe(
+        self, channel: str, header: dict[str, Any], parts: Sequence[bytes]
+    ) -> None:
+        """Keep activity and execution state up to date from a message the kernel sent."""
+        self.lastActivity = datetime.now(timezone.utc)
+        if channel == "iopub" and header.get("msg_type") == "status":
+            try:
+                state = json.loads(parts[3]).get("execution_state")
+            except (ValueError, AttributeError):
+                return
+            if isinstance(state, str):
+                self.executionState = state
+
+
+class KernelRegistry(Service):
+    """
+    The gateway's kernels, by id.
+
+    @param clock: schedules the process watcher and the start-up handshake.
+    @param specs: where kernelspecs are found.
+    @param environment: builds a kernel's environment from a client's C{env} request.
+    """
+
+    name = "kernels"
+
+    def __init__(
+        self,
+        clock: IReactorTime,
+        specs: KernelSpecManager | None = None,
+        defaultKernelName: str = "",
+        maxKernels: int = 0,
+        restartLimit: int = 5,
+        watchInterval: float = 1.0,
+        startTimeout: float = 60.0,
+        environment: Callable[[Any], dict[str, str]] | None = None,
+        runtimeDir: str | None = None,
+    ) -> None:
+        self.clock = clock
+        self.specs = specs if specs is not None else KernelSpecManager()
+        self.defaultKernelName = defaultKernelName or NATIVE_KERNEL_NAME
+        self.maxKernels = maxKernels
+        self.restartLimit = restartLimit
+        self.watchInterval = watchInterval
+        self.startTimeout = startTimeout
+        self._environment = environment or (lambda requested: dict(os.environ))
+        self.runtimeDir = runtimeDir or jupyter_runtime_dir()
+        self._kernels: dict[str, Kernel] = {}
+        self._starting = 0
+        self._zmq: ZmqFactory | None = None
+
+    # Service
+
+    def startService(self) -> None:
+        super().startService()
+        os.makedirs(self.runtimeDir, exist_ok=True)
+        self._zmq = ZmqFactory()
+
+    def stopService(self) -> Deferred[None]:
+        """Shut every kernel down, telling its clients first; then close ZeroMQ."""
+        super().stopService()
+        kernels = list(self._kernels)
+        d = DeferredList(
+            [
+                self.shutdownKernel(k, code=1001, reason="gateway shutting down")
+                for k in kernels
+            ]
+        )
+
+        def closeZmq(_: object) -> None:
+            if self._zmq is not None:
+                self._zmq.shutdown()
+                self._zmq = None
+
+        return d.addCallback(closeZmq)
+
+    # Queries
+
+    def __contains__(self, kernelId: object) -> bool:
+        return kernelId in self._kernels
+
+    def __len__(self) -> int:
+        return len(self._kernels)
+
+    def kernels(self) -> list[Kernel]:
+        return list(self._kernels.values())
+
+    def get(self, kernelId: str) -> Kernel:
+        """@raise NoSuchKernel: if no kernel has this id."""
+        try:
+            return self._kernels[kernelId]
+        except KeyError:
+            raise NoSuchKernel(kernelId) from None
+
+    def specModel(self, name: str) -> tuple[dict[str, Any], str]:
+        """
+        A kernelspec's JSON and its resource directory.
+
+        @raise NoSuchKernelSpec: if there is no kernelspec of this name.
+        """
+        try:
+            spec = self.specs.get_kernel_spec(name)
+        except (_NoSuchSpec, KeyError, ValueError):
+            raise NoSuchKernelSpec(name) from None
+        return spec.to_dict(), spec.resource_dir
+
+    def specNames(self) -> list[str]:
+        return sorted(self.specs.find_kernel_specs())
+
+    # Lifecycle
+
+    def startKernel(self, name: str | None = None, env: Any = None) -> Deferred[Kernel]:
+        """
+        Start a kernel and fire with it once it answers on shell and iopub.
+
+        Cancelling the returned Deferred does not stop the start: a kernel whose client went
+        away is still registered, as jupyter_server does, rather than leaked half-started.
+
+        @raise NoSuchKernelSpec: synchronously, for an unknown kernelspec name.
+        @raise KernelLimitReached: synchronously, when C{max_kernels} kernels run or start.
+        @raise InvalidRequest: synchronously, for a malformed C{env}.
+        """
+        name = name or self.defaultKernelName
+        self.specModel(name)
+        if self.maxKernels and len(self._kernels) + self._starting >= self.maxKernels:
+            raise KernelLimitReached(
+                f"A max kernels limit of {self.maxKernels} has been set; no more kernels may start"
+            )
+        environment = self._environment(env)
+        self._starting += 1
+
+        def started(result: object) -> object:
+            self._starting -= 1
+            return result
+
+        start = ensureDeferred(self._start(name, environment)).addBoth(started)
+        return _uncancellable(start)
+
+    async def _start(self, name: str, env: dict[str, str]) -> Kernel:
+        kernelId = str(uuid.uuid4())
+        manager = AsyncKernelManager(
+            kernel_name=name,
+            kernel_spec_manager=self.specs,
+            connection_file=os.path.join(self.runtimeDir, f"kernel-{kernelId}.json"),
+        )
+        kernel = Kernel(kernelId, name, manager)
+        launch: dict[str, Any] = {"kernel_id": kernelId, "env": env}
+        workdir = env.get("KERNEL_WORKING_DIR")
+        if workdir and os.path.isdir(workdir):
+            launch["cwd"] = workdir
+        log.info("Starting kernel {kernelId} ({name})", kernelId=kernelId, name=name)
+        try:
+            await fromCoroutine(manager.start_kernel(**launch))
+        except Exception as e:
+            log.failure("Kernel {kernelId} failed to start", kernelId=kernelId)
+            await fromCoroutine(manager.cleanup_resources())
+            raise KernelStartFailed(f"Kernel {name} failed to start: {e}") from e
+        assert self._zmq is not None, "the registry is not running"
+        kernel.channels = KernelChannels(
+            self._zmq,
+            manager.get_connection_info(),
+            manager.session,
+            self.clock,
+            kernel.observe,
+        )
+        try:
+            await kernel.channels.waitUntilReady(self.startTimeout)
+        except Exception as e:
+            kernel.channels.close(1011, "kernel failed to start")
+            await fromCoroutine(manager.shutdown_kernel(now=True))
+            raise KernelStartFailed(f"Kernel {name} did not answer: {e}") from e
+        self._kernels[kernelId] = kernel
+        kernel.watcher = LoopingCall(self._watch, kernel)
+        kernel.watcher.clock = self.clock
+        kernel.watcher.start(self.watchInterval, now=False).addErrback(
+            lambda f: log.failure(
+                "Watching kernel {kernelId} failed", f, kernelId=kernelId
+            )
+        )
+        log.info("Kernel {kernelId} started", kernelId=kernelId)
+        return kernel
+
+    def interrupt(self, kernelId: str) -> Deferred[None]:
+        """Interrupt a kernel, by signal or message as its kernelspec says."""
+        kernel = self.get(kernelId)
+        return fromCoroutine(kernel.manager.interrupt_kernel(), shield=True)
+
+    def restart(self, kernelId: str) -> Deferred[Kernel]:
+        """Restart a kernel in place, keeping its id, and fire once it answers again."""
+        kernel = self.get(kernelId)
+        return _uncancellable(ensureDeferred(self._restart(kernel, now=False)))
+
+    async def _restart(self, kernel: Kernel, now: bool) -> Kernel:
+        kernel.busyWith = "restarting"
+        try:
+            await fromCoroutine(kernel.manager.restart_kernel(now=now))
+            assert kernel.channels is not None
+            await kernel.channels.waitUntilReady(self.startTimeout)
+        finally:
+            kernel.busyWith = None
+        return kernel
+
+    def shutdownKernel(
+        self, kernelId: str, code: int = 1000, reason: str = "kernel shut down"
+    ) -> Deferred[None]:
+        """
+        Tell a kernel's clients it is going, closing their websockets with C{code}; then shut its
+        process down and forget it.
+        """
+        kernel = self.get(kernelId)
+        del self._kernels[kernelId]
+        kernel.busyWith = "shutting down"
+        if kernel.watcher is not None and kernel.watcher.running:
+            kernel.watcher.stop()
+        if kernel.channels is not None:
+            kernel.channels.close(code, reason)
+        log.info("Shutting down kernel {kernelId}", kernelId=kernelId)
+        return fromCoroutine(kernel.manager.shutdown_kernel(now=False), shield=True)
+
+    # Watching
+
+    def _watch(self, kernel: Kernel) -> Deferred[None] | None:
+        if kernel.busyWith is not None:
+            return None
+
+        def checked(alive: bool) -> Deferred[None] | None:
+            if alive or kernel.busyWith is not None or kernel.id not in self._kernels:
+                return None
+            return ensureDeferred(self._autoRestart(kernel))
+
+        return fromCoroutine(kernel.manager.is_alive()).addCallback(checked)
+
+    async def _autoRestart(self, kernel: Kernel) -> None:
+        """Bring a kernel that died back under the same id, or declare it dead."""
+        assert kernel.channels is not None
+        log.warn("Kernel {kernelId} died; restarting it", kernelId=kernel.id)
+        kernel.executionState = "restarting"
+        kernel.channels.broadcast(*kernel.channels.statusMessage("restarting"))
+        for attempt in range(1, self.restartLimit + 1):
+            try:
+                await self._restart(kernel, now=True)
+            except Exception:
+                log.failure(
+                    "Restart {attempt} of kernel {kernelId} failed",
+                    attempt=attempt,
+                    kernelId=kernel.id,
+                )
+                continue
+            log.info("Kernel {kernelId} restarted", kernelId=kernel.id)
+            return
+        log.error("Kernel {kernelId} is dead; giving up", kernelId=kernel.id)
+        kernel.executionState = "dead"
+        kernel.channels.broadcast(*kernel.channels.statusMessage("dead"))
+        if kernel.id in self._kernels:
+            await self.shutdownKernel(kernel.id, code=1011, reason="kernel died")
+
+
+def _uncancellable(d: Deferred[Any]) -> Deferred[Any]:
+    """A Deferred of C{d}'s result whose cancellation leaves C{d} running."""
+    result: Deferred[Any] = Deferred()
+
+    def forward(outcome: object) -> None:
+        if not result.called:
+            result.callback(outcome)
+
+    d.addBoth(forward)
+    return result
+
+
+def specResources(name: str, resourceDir: str, baseURL: str) -> dict[str, str]:
+    """URLs of a kernelspec's logos, C{kernel.js} and C{kernel.css}, as jupyter_server lists them."""
+    resources: dict[str, str] = {}
+    try:
+        files = sorted(os.listdir(resourceDir))
+    except OSError:
+        return resources
+    for fileName in files:
+        url = f"{baseURL}kernelspecs/{name}/{fileName}"
+        if fileName.startswith("logo-"):
+            resources[os.path.splitext(fileName)[0]] = url
+        elif fileName in ("kernel.js", "kernel.css"):
+            resources[fileName] = url
+    return resources

@@ -1,0 +1,126 @@
+"""C{twistd kgw}: the command-line options and the service they build."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping, Sequence
+
+from twisted.application.service import IService, MultiService
+from twisted.python import usage
+
+from kgw.config import Config, ConfigError, envVar, flag, qualifiedNames
+
+ALIASES = {
+    "kernel_gateway.jupyter_websocket": "jupyter-websocket",
+    "kernel_gateway.notebook_http": "notebook-http",
+}
+
+
+def installReactor() -> None:
+    """
+    Install Twisted's asyncio reactor, which jupyter_client needs, unless one is installed.
+
+    @raise usage.UsageError: if another reactor was chosen (C{twistd --reactor=...}).
+    """
+    if "twisted.internet.reactor" not in sys.modules:
+        import asyncio
+
+        from twisted.internet import asyncioreactor
+
+        loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
+        asyncioreactor.install(loop)
+        return
+    from twisted.internet import reactor
+    from twisted.internet.asyncioreactor import AsyncioSelectorReactor
+
+    if not isinstance(reactor, AsyncioSelectorReactor):
+        raise usage.UsageError(
+            f"kgw needs the asyncio reactor, not {type(reactor).__name__}: "
+            "run twistd without --reactor, or with --reactor=asyncio"
+        )
+
+
+def _qualifiedSpellings() -> dict[str, str]:
+    spellings = {}
+    for f in Config.options():
+        for name in qualifiedNames(f):
+            spellings[name.lower()] = flag(f)
+    return spellings
+
+
+class Options(usage.Options):
+    """
+    Every option of L{Config} as a flag (C{--port=8888}); KG's class-qualified spellings
+    (C{--KernelGatewayApp.port=8888}) are accepted too.
+    """
+
+    synopsis = "[options]"
+    longdesc = (
+        "Serve Jupyter kernels over HTTP and websockets. Each option can also be set with its "
+        "KG_* environment variable; the command line wins over the environment."
+    )
+    optParameters = [
+        [
+            flag(f),
+            None,
+            None,
+            f"{f.metadata['help']} [{envVar(f)}; default: {f.default!r}]",
+        ]
+        for f in Config.options()
+    ]
+
+    def __init__(self, environ: Mapping[str, str] | None = None) -> None:
+        super().__init__()
+        self.environ = os.environ if environ is None else environ
+        self.config: Config | None = None
+
+    def parseOptions(self, options: Sequence[str] | None = None) -> None:
+        if options is None:
+            options = sys.argv[1:]
+        super().parseOptions(self._translate(list(options)))
+
+    def _translate(self, args: list[str]) -> list[str]:
+        """Rewrite C{--Class.option=value} into this command's own C{--option=value}."""
+        spellings = _qualifiedSpellings()
+        translated = []
+        for arg in args:
+            if arg.startswith("--") and "." in arg.split("=", 1)[0]:
+                name, sep, value = arg[2:].partition("=")
+                if name.lower() not in spellings:
+                    raise usage.UsageError(f"Unknown option: --{name}")
+                arg = f"--{spellings[name.lower()]}{sep}{value}"
+            translated.append(arg)
+        return translated
+
+    def postOptions(self) -> None:
+        given = {f.name: self[flag(f)] for f in Config.options()}
+        try:
+            self.config = Config.resolve(given, self.environ)
+        except ConfigError as e:
+            raise usage.UsageError(str(e)) from None
+        # Only under twistd: unit tests parse options without choosing a reactor.
+        if self.parent is not None:
+            installReactor()
+
+
+def makeService(options: Options) -> IService:
+    """Wire the kernel registry first and the listener after, so the listener stops first."""
+    from twisted.application import strports
+    from twisted.internet import reactor
+    from twisted.web.server import Site
+
+    from kgw.gateway import buildGateway
+
+    config = options.config
+    assert config is not None
+    top = MultiService()
+    kernels, resource = buildGateway(config, reactor)
+    kernels.setServiceParent(top)
+    interface = config.ip.replace(":", r"\:")
+    listener = strports.service(
+        f"tcp:port={config.port}:interface={interface}", Site(resource), reactor=reactor
+    )
+    listener.setServiceParent(top)
+    return top

@@ -1,0 +1,150 @@
+"""The channels websocket: one client's websocket joined to one kernel's ZeroMQ channels.
+
+Speaks both wire formats of jupyter_server: the C{v1.kernel.websocket.jupyter.org} subprotocol,
+whose frames carry the raw ZeroMQ parts (the content is relayed unparsed), and the legacy JSON
+frames, built and read without re-encoding what need not change.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
+from autobahn.websocket.types import ConnectionRequest
+from twisted.logger import Logger
+
+from kgw import wire
+from kgw.kernels.channels import CLIENT_CHANNELS, ClientChannels
+from kgw.kernels.registry import Kernel
+
+log = Logger()
+
+CLOSE_NORMAL = 1000
+CLOSE_GOING_AWAY = 1001
+
+
+class ChannelsProtocol(WebSocketServerProtocol):
+    """Relays messages between one websocket and one kernel."""
+
+    kernel: Kernel
+    sessionId: str = ""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.v1 = False
+        self.channels: ClientChannels | None = None
+
+    def onConnect(self, request: ConnectionRequest) -> str | None:
+        if wire.V1_PROTOCOL in request.protocols:
+            self.v1 = True
+            return wire.V1_PROTOCOL
+        return None
+
+    def onOpen(self) -> None:
+        if self.kernel.channels is None:
+            self.sendClose(CLOSE_NORMAL, "kernel is gone")
+            return
+        self.channels = self.kernel.channels.attach(self)
+        log.debug(
+            "Websocket opened on kernel {kernelId} ({protocol})",
+            kernelId=self.kernel.id,
+            protocol="v1" if self.v1 else "legacy",
+        )
+
+    def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        if self.channels is None:
+            return
+        try:
+            if self.v1:
+                if not isBinary:
+                    raise wire.WireError("a v1 connection takes binary frames only")
+                channel, parts = wire.decode_v1(payload)
+                wire.check_header(parts[0])
+            else:
+                maybeChannel, msg = wire.decode_legacy(payload, isBinary)
+                channel = maybeChannel or "shell"
+                parts = wire.dict_to_parts(msg)
+        except wire.WireError as e:
+            log.warn(
+                "Ignored an invalid message from a client of kernel {kernelId}: {error}",
+                kernelId=self.kernel.id,
+                error=e,
+            )
+            return
+        if channel not in CLIENT_CHANNELS:
+            log.warn(
+                "Ignored a message on channel {channel!r} from a client of kernel {kernelId}",
+                channel=channel,
+                kernelId=self.kernel.id,
+            )
+            return
+        self.channels.send(channel, parts)
+
+    def relay(
+        self, channel: str, header: dict[str, Any], parts: Sequence[bytes]
+    ) -> None:
+        """Send one message from the kernel to this client, in the client's wire format."""
+        if self.v1:
+            self.sendMessage(wire.encode_v1(channel, parts), isBinary=True)
+            return
+        payload, isBinary = wire.encode_legacy(
+            channel,
+            str(header.get("msg_id", "")),
+            str(header.get("msg_type", "")),
+            parts,
+        )
+        self.sendMessage(payload, isBinary=isBinary)
+
+    def kernelGone(self, code: int, reason: str) -> None:
+        """The kernel is going away: close the websocket with C{code}."""
+        self.channels = None
+        self.sendClose(code, reason)
+
+    def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
+        if self.channels is not None and self.kernel.channels is not None:
+            self.kernel.channels.detach(self)
+        self.channels = None
+
+
+class ChannelsFactory(WebSocketServerFactory):
+    """
+    Builds L{ChannelsProtocol}s; one per gateway, configured once.
+
+    Autobahn's defaults suit a demo, not a gateway: no status page (it offers an open
+    redirect), origin checks done by the gateway's own edge, and a bound on message size.
+    """
+
+    protocol = ChannelsProtocol
+
+    def __init__(self, maxMessageSize: int) -> None:
+        super().__init__()
+        self.setProtocolOptions(
+            webStatus=False,
+            allowedOrigins=["*"],
+            maxMessagePayloadSize=maxMessageSize,
+            maxFramePayloadSize=maxMessageSize,
+            autoPingInterval=30,
+            autoPingTimeout=60,
+            openHandshakeTimeout=30,
+        )
+
+    def forKernel(self, kernel: Kernel, sessionId: str) -> _KernelBound:
+        return _KernelBound(self, kernel, sessionId)
+
+
+class _KernelBound:
+    """What L{WebSocketResource} needs of a factory, building protocols bound to one kernel."""
+
+    def __init__(
+        self, factory: ChannelsFactory, kernel: Kernel, sessionId: str
+    ) -> None:
+        self._factory = factory
+        self._kernel = kernel
+        self._sessionId = sessionId
+
+    def buildProtocol(self, addr: object) -> ChannelsProtocol:
+        protocol = self._factory.buildProtocol(addr)
+        protocol.kernel = self._kernel
+        protocol.sessionId = self._sessionId
+        return protocol

@@ -1,0 +1,27 @@
+from setuptools import setup
+
+setup(
+    name="kgw",
+    version="0.1.0",
+    description="A Jupyter kernel gateway built as a Twisted daemon",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    license="BSD-3-Clause",
+    python_requires=">=3.10",
+    packages=["kgw", "kgw.api", "kgw.kernels", "twisted.plugins"],
+    install_requires=[
+        "twisted>=24.11",
+        "autobahn>=24.4",
+        "txzmq>=1.0",
+        "jupyter_client>=8",
+        "nbformat>=5",
+        "klein>=23",
+        "service-identity>=21",
+        "ipykernel>=6",
+    ],
+    classifiers=[
+        "Framework :: Twisted",
+        "Framework :: Jupyter",
+        "Programming Language :: Python :: 3",
+    ],
+)

@@ -16,9 +16,7 @@ from kgw.sessions import SessionRegistry
 from kgw.websocket import ChannelsFactory
 
 
-def buildGateway(
-    config: Config, clock: IReactorTime
-) -> tuple[KernelRegistry, IResource]:
+def buildGateway(config: Config, clock: IReactorTime) -> tuple[KernelRegistry, IResource]:
     """The kernel registry (a service to start) and the root resource serving the API."""
     environ = dict(os.environ)
     kernels = KernelRegistry(

@@ -16,9 +16,7 @@ from kgw.kernels.registry import Kernel, KernelRegistry
 
 
 class Session:
-    def __init__(
-        self, sessionId: str, path: str, name: str, type: str, kernelId: str
-    ) -> None:
+    def __init__(self, sessionId: str, path: str, name: str, type: str, kernelId: str) -> None:
         self.id = sessionId
         self.path = path
         self.name = name
@@ -107,18 +105,14 @@ class SessionRegistry:
                 raise InvalidRequest(f"No such kernel: {fields['kernel_id']}")
             d: Deferred[Any] = succeed(fields["kernel_id"])
         elif fields["kernel_name"] is not None:
-            d = self.kernels.startKernel(fields["kernel_name"]).addCallback(
-                lambda k: k.id
-            )
+            d = self.kernels.startKernel(fields["kernel_name"]).addCallback(lambda k: k.id)
         else:
             return succeed(session)
 
         def switch(kernelId: str) -> Deferred[Session] | Session:
             session.kernelId = kernelId
             if kernelId != before and before in self.kernels:
-                return self.kernels.shutdownKernel(before).addCallback(
-                    lambda _: session
-                )
+                return self.kernels.shutdownKernel(before).addCallback(lambda _: session)
             return session
 
         return d.addCallback(switch)

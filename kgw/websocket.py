@@ -81,9 +81,7 @@ class ChannelsProtocol(WebSocketServerProtocol):
             return
         self.channels.send(channel, parts)
 
-    def relay(
-        self, channel: str, header: dict[str, Any], parts: Sequence[bytes]
-    ) -> None:
+    def relay(self, channel: str, header: dict[str, Any], parts: Sequence[bytes]) -> None:
         """Send one message from the kernel to this client, in the client's wire format."""
         if self.v1:
             self.sendMessage(wire.encode_v1(channel, parts), isBinary=True)
@@ -136,9 +134,7 @@ class ChannelsFactory(WebSocketServerFactory):
 class _KernelBound:
     """What L{WebSocketResource} needs of a factory, building protocols bound to one kernel."""
 
-    def __init__(
-        self, factory: ChannelsFactory, kernel: Kernel, sessionId: str
-    ) -> None:
+    def __init__(self, factory: ChannelsFactory, kernel: Kernel, sessionId: str) -> None:
         self._factory = factory
         self._kernel = kernel
         self._sessionId = sessionId

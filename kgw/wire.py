@@ -190,10 +190,10 @@ def _split_legacy_binary(payload: bytes) -> tuple[bytes, list[bytes]]:
     if offsets[0] != start:
         raise WireError("binary frame JSON does not start right after the offsets")
     ends = (*offsets[1:], size)
-    if any(a > b for a, b in zip(offsets, ends)):
+    if any(a > b for a, b in zip(offsets, ends, strict=True)):
         raise WireError("binary frame offsets are out of order or past the end")
     with memoryview(payload) as view:
-        pieces = [bytes(view[a:b]) for a, b in zip(offsets, ends)]
+        pieces = [bytes(view[a:b]) for a, b in zip(offsets, ends, strict=True)]
     return pieces[0], pieces[1:]
 
 
@@ -254,7 +254,6 @@ def dict_to_parts(msg: dict) -> list[bytes]:
     if "header" not in msg:
         raise WireError("message has no header")
     parts = [
-        _dumps(msg.get(key, {}), key)
-        for key in ("header", "parent_header", "metadata", "content")
+        _dumps(msg.get(key, {}), key) for key in ("header", "parent_header", "metadata", "content")
     ]
     return parts + list(msg.get("buffers") or ())

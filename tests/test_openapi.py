@@ -288,9 +288,7 @@ class ToYAMLTests(SynchronousTestCase):
     def test_block_layout(self):
         """Output is block style with 2-space indents and quoted strings."""
         value = {"a": [{"b": 1, "c": "yes"}, [2, 3]], "d": {"e": {}}}
-        expected = (
-            '"a":\n  - "b": 1\n    "c": "yes"\n  - - 2\n    - 3\n"d":\n  "e": {}\n'
-        )
+        expected = '"a":\n  - "b": 1\n    "c": "yes"\n  - - 2\n    - 3\n"d":\n  "e": {}\n'
         self.assertEqual(to_yaml(value), expected)
 
     def test_tuples_emitted_as_sequences(self):

@@ -35,9 +35,7 @@ json_values = st.recursive(
     | st.integers()
     | st.floats(allow_nan=False, allow_infinity=False)
     | st.text(),
-    lambda inner: (
-        st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4)
-    ),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
     max_leaves=12,
 )
 json_objects = st.dictionaries(st.text(), json_values, max_size=4)
@@ -99,9 +97,7 @@ def mutated(draw: st.DrawFn, frames: st.SearchStrategy[bytes]) -> bytes:
     return struct.pack("<Q", bumped) + frame[8:]
 
 
-v1_frames = st.builds(
-    lambda ch, msg: encode_v1(ch, dict_to_parts(msg)), channels, messages
-)
+v1_frames = st.builds(lambda ch, msg: encode_v1(ch, dict_to_parts(msg)), channels, messages)
 legacy_binary_frames = st.builds(
     lambda ch, msg: encode_legacy(ch, "id", "t", [*dict_to_parts(msg), b"buffer"])[0],
     channels,
@@ -121,11 +117,7 @@ class KnownAnswerTests(SynchronousTestCase):
     def test_decodeV1(self) -> None:
         """A hand-built v1 frame for a four-part shell message decodes."""
         parts = [HEADER, b"{}", b'{"a":1}', b'{"code":"1+1"}']
-        frame = (
-            struct.pack("<7Q", 6, 56, 61, 109, 111, 118, 132)
-            + b"shell"
-            + b"".join(parts)
-        )
+        frame = struct.pack("<7Q", 6, 56, 61, 109, 111, 118, 132) + b"shell" + b"".join(parts)
         self.assertEqual((len(HEADER), len(frame)), (48, 132))
         self.assertEqual(decode_v1(frame), ("shell", parts))
 
@@ -204,9 +196,7 @@ class KnownAnswerTests(SynchronousTestCase):
 
     def test_checkHeader(self) -> None:
         """check_header returns the parsed header of a good message."""
-        self.assertEqual(
-            check_header(HEADER), {"msg_id": "m1", "msg_type": "kernel_info_request"}
-        )
+        self.assertEqual(check_header(HEADER), {"msg_id": "m1", "msg_type": "kernel_info_request"})
 
 
 class RoundTripTests(SynchronousTestCase):
@@ -241,9 +231,7 @@ class RoundTripTests(SynchronousTestCase):
         self.assertEqual(got_channel, channel)
         for key in ("header", "parent_header", "metadata", "content", "buffers"):
             self.assertEqual(got[key], msg[key])
-        self.assertEqual(
-            (got["msg_id"], got["msg_type"]), (header["msg_id"], header["msg_type"])
-        )
+        self.assertEqual((got["msg_id"], got["msg_type"]), (header["msg_id"], header["msg_type"]))
 
 
 class FuzzTests(SynchronousTestCase):

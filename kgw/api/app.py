@@ -97,9 +97,7 @@ class GatewayAPI:
 
     # Kernelspecs
 
-    def _specModel(
-        self, name: str, spec: dict[str, Any], resourceDir: str
-    ) -> dict[str, Any]:
+    def _specModel(self, name: str, spec: dict[str, Any], resourceDir: str) -> dict[str, Any]:
         return {
             "name": name,
             "spec": spec,
@@ -113,9 +111,7 @@ class GatewayAPI:
             name: self._specModel(name, entry["spec"], entry["resource_dir"])
             for name, entry in found.items()
         }
-        return respond(
-            request, {"default": self.kernels.defaultKernelName, "kernelspecs": specs}
-        )
+        return respond(request, {"default": self.kernels.defaultKernelName, "kernelspecs": specs})
 
     @app.route("/api/kernelspecs/<kernel_name>", methods=["GET"], strict_slashes=False)
     def kernelspec(self, request: IRequest, kernel_name: str) -> bytes:
@@ -123,16 +119,12 @@ class GatewayAPI:
         return respond(request, self._specModel(kernel_name, spec, resourceDir))
 
     @app.route("/kernelspecs/<kernel_name>/<path:resource>", methods=["GET"])
-    def kernelspecResource(
-        self, request: IRequest, kernel_name: str, resource: str
-    ) -> bytes:
+    def kernelspecResource(self, request: IRequest, kernel_name: str, resource: str) -> bytes:
         _, resourceDir = self.kernels.specModel(kernel_name)
         root = os.path.realpath(resourceDir)
         path = os.path.realpath(os.path.join(root, resource))
         if os.path.commonpath([root, path]) != root or not os.path.isfile(path):
-            raise NoSuchResource(
-                f"No such resource {resource} in kernelspec {kernel_name}"
-            )
+            raise NoSuchResource(f"No such resource {resource} in kernelspec {kernel_name}")
         with open(path, "rb") as f:
             data = f.read()
         contentType = mimetypes.guess_type(path)[0] or "application/octet-stream"
@@ -158,9 +150,7 @@ class GatewayAPI:
         if name is not None and not isinstance(name, str):
             raise InvalidRequest("name must be a string")
         kernel = await self.kernels.startKernel(name, body.get("env"))
-        request.setHeader(
-            b"Location", f"{self.baseURL}api/kernels/{kernel.id}".encode()
-        )
+        request.setHeader(b"Location", f"{self.baseURL}api/kernels/{kernel.id}".encode())
         return respond(request, kernel.model(), 201)
 
     @app.route("/api/kernels/<kernel_id>", methods=["GET"], strict_slashes=False)
@@ -173,24 +163,18 @@ class GatewayAPI:
         request.setResponseCode(204)
         return b""
 
-    @app.route(
-        "/api/kernels/<kernel_id>/interrupt", methods=["POST"], strict_slashes=False
-    )
+    @app.route("/api/kernels/<kernel_id>/interrupt", methods=["POST"], strict_slashes=False)
     async def interrupt(self, request: IRequest, kernel_id: str) -> bytes:
         await self.kernels.interrupt(kernel_id)
         request.setResponseCode(204)
         return b""
 
-    @app.route(
-        "/api/kernels/<kernel_id>/restart", methods=["POST"], strict_slashes=False
-    )
+    @app.route("/api/kernels/<kernel_id>/restart", methods=["POST"], strict_slashes=False)
     async def restart(self, request: IRequest, kernel_id: str) -> bytes:
         kernel = await self.kernels.restart(kernel_id)
         return respond(request, kernel.model())
 
-    @app.route(
-        "/api/kernels/<kernel_id>/channels", methods=["GET"], strict_slashes=False
-    )
+    @app.route("/api/kernels/<kernel_id>/channels", methods=["GET"], strict_slashes=False)
     def channelsRoute(self, request: IRequest, kernel_id: str) -> Any:
         kernel = self.kernels.get(kernel_id)
         upgrade = (request.getHeader(b"upgrade") or b"").lower()
@@ -210,9 +194,7 @@ class GatewayAPI:
     @app.route("/api/sessions", methods=["POST"], strict_slashes=False)
     async def createSession(self, request: IRequest) -> bytes:
         session = await self.sessions.create(jsonBody(request))
-        request.setHeader(
-            b"Location", f"{self.baseURL}api/sessions/{session.id}".encode()
-        )
+        request.setHeader(b"Location", f"{self.baseURL}api/sessions/{session.id}".encode())
         return respond(request, self.sessions.model(session), 201)
 
     @app.route("/api/sessions/<session_id>", methods=["GET"], strict_slashes=False)

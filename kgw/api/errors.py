@@ -28,9 +28,7 @@ STATUS: dict[type[Exception], int] = {
 
 def writeError(request: IRequest, code: int, message: str) -> bytes:
     """Set C{code} on C{request} and return the JSON error body."""
-    reason = (
-        HTTPStatus(code).phrase if code in HTTPStatus._value2member_map_ else "Error"
-    )
+    reason = HTTPStatus(code).phrase if code in HTTPStatus._value2member_map_ else "Error"
     request.setResponseCode(code)
     request.setHeader(b"Content-Type", b"application/json")
     return json.dumps({"reason": reason, "message": message}).encode("utf-8")
@@ -51,9 +49,7 @@ def handleFailure(request: IRequest, failure: Failure) -> bytes:
     error = failure.value
     if isinstance(error, HTTPException):
         if isinstance(error, MethodNotAllowed) and error.valid_methods:
-            request.setHeader(
-                b"Allow", ", ".join(sorted(error.valid_methods)).encode("ascii")
-            )
+            request.setHeader(b"Allow", ", ".join(sorted(error.valid_methods)).encode("ascii"))
         return writeError(request, error.code or 500, error.description or "")
     if isinstance(error, errors.GatewayError):
         return writeError(request, statusOf(error), str(error))

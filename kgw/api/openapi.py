@@ -83,8 +83,7 @@ def _no_content(description):
 def _location_header(what):
     return {
         "Location": {
-            "description": f"Server-relative URL of the new {what}, "
-            "including the base URL.",
+            "description": f"Server-relative URL of the new {what}, including the base URL.",
             "required": True,
             "schema": {"type": "string"},
         }
@@ -101,9 +100,7 @@ def _operation(operation_id, tag, summary, responses, **extra):
         "summary": summary,
     }
     operation.update(extra)
-    operation["responses"] = dict(
-        sorted(all_responses.items(), key=lambda item: item[0])
-    )
+    operation["responses"] = dict(sorted(all_responses.items(), key=lambda item: item[0]))
     return operation
 
 
@@ -349,9 +346,7 @@ def _parameters():
 
 def _responses():
     return {
-        "BadRequest": _error_response(
-            "The request body is not valid JSON or has invalid fields."
-        ),
+        "BadRequest": _error_response("The request body is not valid JSON or has invalid fields."),
         "Unauthorized": _error_response(
             "An auth token is configured and the request did not carry it."
         ),
@@ -432,8 +427,7 @@ def _paths():
                     "name": "resource",
                     "in": "path",
                     "required": True,
-                    "description": "File name of a kernelspec resource, "
-                    "such as logo-64x64.png.",
+                    "description": "File name of a kernelspec resource, such as logo-64x64.png.",
                     "schema": {"type": "string"},
                 },
             ],
@@ -443,11 +437,8 @@ def _paths():
                 "Download a resource file of a kernelspec",
                 {
                     "200": {
-                        "description": "The file, with a content type guessed "
-                        "from its name.",
-                        "content": {
-                            "*/*": {"schema": {"type": "string", "format": "binary"}}
-                        },
+                        "description": "The file, with a content type guessed from its name.",
+                        "content": {"*/*": {"schema": {"type": "string", "format": "binary"}}},
                     },
                     "404": not_found,
                 },
@@ -485,9 +476,7 @@ def _paths():
                 description="Answers 403 when the maximum number of kernels "
                 "is running, 404 for an unknown kernelspec name and 500 when "
                 "the kernel fails to start.",
-                requestBody=_json_body(
-                    "NewKernel", "Kernelspec and environment.", False
-                ),
+                requestBody=_json_body("NewKernel", "Kernelspec and environment.", False),
             ),
         },
         "/api/kernels/{kernel_id}": {
@@ -530,9 +519,7 @@ def _paths():
                 "kernels",
                 "Restart a kernel",
                 {
-                    "200": _json_response(
-                        "The restarted kernel.", _schema_ref("Kernel")
-                    ),
+                    "200": _json_response("The restarted kernel.", _schema_ref("Kernel")),
                     "404": not_found,
                     "500": server_error,
                 },
@@ -560,8 +547,7 @@ def _paths():
                         "name": "session_id",
                         "in": "query",
                         "required": False,
-                        "description": "Client session id used in the "
-                        "messages' headers.",
+                        "description": "Client session id used in the messages' headers.",
                         "schema": {"type": "string"},
                     }
                 ],
@@ -619,9 +605,7 @@ def _paths():
                 "sessions",
                 "Change a session",
                 {
-                    "200": _json_response(
-                        "The updated session.", _schema_ref("Session")
-                    ),
+                    "200": _json_response("The updated session.", _schema_ref("Session")),
                     "400": bad_request,
                     "404": not_found,
                     "500": server_error,
@@ -705,8 +689,7 @@ def build_openapi(version: str, base_url: str = "/") -> dict:
 # because YAML 1.1 parsers (PyYAML) treat them as line breaks and fold
 # them, and the BOM is escaped so no reader mistakes it for a marker.
 _NEEDS_ESCAPE = re.compile(
-    "[^\x20-\x7e\xa0-\u2027\u202a-\ud7ff\ue000-\ufefe\uff00-\ufffd"
-    "\U00010000-\U0010ffff]"
+    "[^\x20-\x7e\xa0-\u2027\u202a-\ud7ff\ue000-\ufefe\uff00-\ufffd\U00010000-\U0010ffff]"
 )
 
 # YAML only accepts plain keys up to this length; longer keys need the

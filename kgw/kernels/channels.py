@@ -19,7 +19,8 @@ from typing import Any, Protocol
 
 import zmq
 from jupyter_client.session import Session
-from twisted.internet.defer import Deferred, TimeoutError as DeferredTimeout
+from twisted.internet.defer import Deferred
+from twisted.internet.defer import TimeoutError as DeferredTimeout
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from txzmq import ZmqConnection, ZmqEndpoint, ZmqEndpointType, ZmqFactory
@@ -37,9 +38,7 @@ class MessageError(ValueError):
 class Client(Protocol):
     """What a kernel's channels deliver messages to (a websocket, in practice)."""
 
-    def relay(
-        self, channel: str, header: dict[str, Any], parts: Sequence[bytes]
-    ) -> None:
+    def relay(self, channel: str, header: dict[str, Any], parts: Sequence[bytes]) -> None:
         """Deliver one message from the kernel."""
 
     def kernelGone(self, code: int, reason: str) -> None:
@@ -80,9 +79,7 @@ class Signer:
         parts = frames[start + 2 :]
         if len(parts) < 4:
             raise MessageError(f"{len(parts)} parts, expected at least 4")
-        if self._session.auth is not None and not hmac.compare_digest(
-            signature, self.sign(parts)
-        ):
+        if self._session.auth is not None and not hmac.compare_digest(signature, self.sign(parts)):
             raise MessageError("invalid signature")
         try:
             header = json.loads(parts[0])
@@ -92,9 +89,7 @@ class Signer:
             raise MessageError("header is not an object")
         return header, parts
 
-    def message(
-        self, msgType: str, content: dict[str, Any]
-    ) -> tuple[dict[str, Any], list[bytes]]:
+    def message(self, msgType: str, content: dict[str, Any]) -> tuple[dict[str, Any], list[bytes]]:
         """A new message from the gateway itself, as a parsed header and parts."""
         msg = self._session.msg(msgType, content=content)
         parts = self._session.serialize(msg)[2:]
@@ -115,9 +110,7 @@ class JupyterSocket(ZmqConnection):
         # ZmqConnection.__init__ reads socketType and may deliver messages at once.
         self.socketType = socketType
         self._onMessage = onMessage
-        super().__init__(
-            factory, ZmqEndpoint(ZmqEndpointType.connect, address), identity
-        )
+        super().__init__(factory, ZmqEndpoint(ZmqEndpointType.connect, address), identity)
 
     def messageReceived(self, message: list[bytes]) -> None:
         self._onMessage(message)
@@ -154,9 +147,7 @@ class KernelChannels:
         self._onMessage = onMessage
         self.clients: dict[Client, ClientChannels] = {}
         self._iopubWaiters: list[Callable[[], None]] = []
-        self._iopub = JupyterSocket(
-            factory, zmq.SUB, address(info, "iopub"), self._iopubReceived
-        )
+        self._iopub = JupyterSocket(factory, zmq.SUB, address(info, "iopub"), self._iopubReceived)
         self._iopub.socket.setsockopt(zmq.SUBSCRIBE, b"")
 
     def _iopubReceived(self, frames: list[bytes]) -> None:
@@ -222,9 +213,7 @@ class KernelChannels:
             else:
                 done.callback(None)
 
-        shell = JupyterSocket(
-            self._factory, zmq.DEALER, address(self._info, "shell"), gotReply
-        )
+        shell = JupyterSocket(self._factory, zmq.DEALER, address(self._info, "shell"), gotReply)
         self._iopubWaiters.append(gotIOPub)
         deadline = self._clock.seconds() + timeout
 
@@ -260,9 +249,7 @@ class KernelChannels:
             client.kernelGone(code, reason)
         self._iopub.shutdown()
 
-    def clientReceived(
-        self, channel: str, header: dict[str, Any], parts: Sequence[bytes]
-    ) -> None:
+    def clientReceived(self, channel: str, header: dict[str, Any], parts: Sequence[bytes]) -> None:
         self._onMessage(channel, header, parts)
 
 

@@ -41,9 +41,7 @@ def kernelEnvironment(
         if not isinstance(value, str):
             raise InvalidRequest(f"env: the value of {name} must be a string")
         if len(value) > MAX_VALUE_LENGTH:
-            raise InvalidRequest(
-                f"env: the value of {name} is longer than {MAX_VALUE_LENGTH}"
-            )
+            raise InvalidRequest(f"env: the value of {name} is longer than {MAX_VALUE_LENGTH}")
         if name.startswith("KERNEL_") or name in allowed:
             env[name] = value
     env["KERNEL_GATEWAY"] = "1"

@@ -70,9 +70,7 @@ class Kernel:
             "connections": self.connections,
         }
 
-    def observe(
-        self, channel: str, header: dict[str, Any], parts: Sequence[bytes]
-    ) -> None:
+    def observe(self, channel: str, header: dict[str, Any], parts: Sequence[bytes]) -> None:
         """Keep activity and execution state up to date from a message the kernel sent."""
         self.lastActivity = datetime.now(timezone.utc)
         if channel == "iopub" and header.get("msg_type") == "status":
@@ -132,10 +130,7 @@ class KernelRegistry(Service):
         super().stopService()
         kernels = list(self._kernels)
         d = DeferredList(
-            [
-                self.shutdownKernel(k, code=1001, reason="gateway shutting down")
-                for k in kernels
-            ]
+            [self.shutdownKernel(k, code=1001, reason="gateway shutting down") for k in kernels]
         )
 
         def closeZmq(_: object) -> None:
@@ -244,9 +239,7 @@ class KernelRegistry(Service):
         kernel.watcher = LoopingCall(self._watch, kernel)
         kernel.watcher.clock = self.clock
         kernel.watcher.start(self.watchInterval, now=False).addErrback(
-            lambda f: log.failure(
-                "Watching kernel {kernelId} failed", f, kernelId=kernelId
-            )
+            lambda f: log.failure("Watching kernel {kernelId} failed", f, kernelId=kernelId)
         )
         log.info("Kernel {kernelId} started", kernelId=kernelId)
         return kernel
@@ -339,7 +332,7 @@ def _uncancellable(d: Deferred[Any]) -> Deferred[Any]:
 
 
 def specResources(name: str, resourceDir: str, baseURL: str) -> dict[str, str]:
-    """URLs of a kernelspec's logos, C{kernel.js} and C{kernel.css}, as jupyter_server lists them."""
+    """URLs of a kernelspec's logos, C{kernel.js} and C{kernel.css}, as jupyter_server does."""
     resources: dict[str, str] = {}
     try:
         files = sorted(os.listdir(resourceDir))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from twisted.internet.interfaces import IReactorTime
 from twisted.web.resource import IResource
@@ -16,8 +17,14 @@ from kgw.sessions import SessionRegistry
 from kgw.websocket import ChannelsFactory
 
 
-def buildGateway(config: Config, clock: IReactorTime) -> tuple[KernelRegistry, IResource]:
-    """The kernel registry (a service to start) and the root resource serving the API."""
+def buildGateway(
+    config: Config, clock: IReactorTime, **registryArguments: Any
+) -> tuple[KernelRegistry, IResource]:
+    """
+    The kernel registry (a service to start) and the root resource serving the API.
+
+    @param registryArguments: passed on to L{KernelRegistry}, for tests.
+    """
     environ = dict(os.environ)
     kernels = KernelRegistry(
         clock,
@@ -25,6 +32,7 @@ def buildGateway(config: Config, clock: IReactorTime) -> tuple[KernelRegistry, I
         maxKernels=config.max_kernels,
         restartLimit=config.restart_limit,
         environment=lambda requested: kernelEnvironment(requested, environ),
+        **registryArguments,
     )
     api = GatewayAPI(
         kernels,

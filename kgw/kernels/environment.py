@@ -21,17 +21,19 @@ def kernelEnvironment(
     """
     The environment of a new kernel.
 
-    The kernel inherits C{PATH} and the names in C{processWhitelist} from the gateway, and
-    nothing else of it. From the client's C{requested} mapping it takes the C{KERNEL_*} names
-    and the names in C{whitelist}; other names are ignored, as KG ignores them.
-    C{KERNEL_GATEWAY=1} tells the kernel where it runs.
+    As in KG: a request without C{env} gives the kernel the gateway's environment. A request
+    with C{env} gives it C{PATH} and the names in C{processWhitelist} from the gateway, and from
+    C{requested} the C{KERNEL_*} names and the names in C{whitelist}; other names are ignored.
+    Either way C{KG_AUTH_TOKEN} is never passed on and C{KERNEL_GATEWAY=1} is set.
 
     @raise InvalidRequest: if C{requested} is not a mapping of valid names to strings.
     """
+    if requested is None:
+        env = {name: value for name, value in environ.items() if name != "KG_AUTH_TOKEN"}
+        env["KERNEL_GATEWAY"] = "1"
+        return env
     env = {"PATH": environ.get("PATH", "")}
     env.update({name: environ[name] for name in processWhitelist if name in environ})
-    if requested is None:
-        requested = {}
     if not isinstance(requested, dict):
         raise InvalidRequest("env must be an object of strings")
     allowed = set(whitelist)
@@ -44,5 +46,6 @@ def kernelEnvironment(
             raise InvalidRequest(f"env: the value of {name} is longer than {MAX_VALUE_LENGTH}")
         if name.startswith("KERNEL_") or name in allowed:
             env[name] = value
+    env.pop("KG_AUTH_TOKEN", None)
     env["KERNEL_GATEWAY"] = "1"
     return env

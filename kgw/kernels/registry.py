@@ -16,7 +16,6 @@ from typing import Any
 
 from jupyter_client.kernelspec import NATIVE_KERNEL_NAME, KernelSpecManager
 from jupyter_client.kernelspec import NoSuchKernel as _NoSuchSpec
-from jupyter_client.manager import AsyncKernelManager
 from jupyter_core.paths import jupyter_runtime_dir
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, DeferredList, ensureDeferred
@@ -25,7 +24,6 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from txzmq import ZmqFactory
 
-from kgw.bridge import fromCoroutine
 from kgw.errors import (
     KernelLimitReached,
     KernelStartFailed,
@@ -33,6 +31,7 @@ from kgw.errors import (
     NoSuchKernelSpec,
 )
 from kgw.kernels.channels import KernelChannels
+from kgw.kernels.process import KernelProcess
 
 log = Logger()
 
@@ -43,12 +42,12 @@ def isoformat(moment: datetime) -> str:
 
 
 class Kernel:
-    """One running kernel: its process manager, its channels and the state clients see."""
+    """One running kernel: its process, its channels and the state clients see."""
 
-    def __init__(self, kernelId: str, name: str, manager: AsyncKernelManager) -> None:
+    def __init__(self, kernelId: str, name: str, process: KernelProcess) -> None:
         self.id = kernelId
         self.name = name
-        self.manager = manager
+        self.process = process
         self.channels: KernelChannels | None = None
         self.lastActivity = datetime.now(timezone.utc)
         self.executionState = "starting"
@@ -89,6 +88,8 @@ class KernelRegistry(Service):
     @param clock: schedules the process watcher and the start-up handshake.
     @param specs: where kernelspecs are found.
     @param environment: builds a kernel's environment from a client's C{env} request.
+    @param processFactory: makes the L{KernelProcess} of a new kernel from its kernelspec name,
+        the kernelspec manager and its connection file's path.
     """
 
     name = "kernels"
@@ -104,6 +105,7 @@ class KernelRegistry(Service):
         startTimeout: float = 60.0,
         environment: Callable[[Any], dict[str, str]] | None = None,
         runtimeDir: str | None = None,
+        processFactory: Callable[[str, KernelSpecManager, str], KernelProcess] = KernelProcess,
     ) -> None:
         self.clock = clock
         self.specs = specs if specs is not None else KernelSpecManager()
@@ -117,6 +119,7 @@ class KernelRegistry(Service):
         self._kernels: dict[str, Kernel] = {}
         self._starting = 0
         self._zmq: ZmqFactory | None = None
+        self._processFactory = processFactory
 
     # Service
 
@@ -204,36 +207,27 @@ class KernelRegistry(Service):
 
     async def _start(self, name: str, env: dict[str, str]) -> Kernel:
         kernelId = str(uuid.uuid4())
-        manager = AsyncKernelManager(
-            kernel_name=name,
-            kernel_spec_manager=self.specs,
-            connection_file=os.path.join(self.runtimeDir, f"kernel-{kernelId}.json"),
+        process = self._processFactory(
+            name, self.specs, os.path.join(self.runtimeDir, f"kernel-{kernelId}.json")
         )
-        kernel = Kernel(kernelId, name, manager)
+        kernel = Kernel(kernelId, name, process)
         launch: dict[str, Any] = {"kernel_id": kernelId, "env": env}
         workdir = env.get("KERNEL_WORKING_DIR")
         if workdir and os.path.isdir(workdir):
             launch["cwd"] = workdir
         log.info("Starting kernel {kernelId} ({name})", kernelId=kernelId, name=name)
         try:
-            await fromCoroutine(manager.start_kernel(**launch))
+            await process.start(**launch)
         except Exception as e:
             log.failure("Kernel {kernelId} failed to start", kernelId=kernelId)
-            await fromCoroutine(manager.cleanup_resources())
+            await process.cleanup()
             raise KernelStartFailed(f"Kernel {name} failed to start: {e}") from e
-        assert self._zmq is not None, "the registry is not running"
-        kernel.channels = KernelChannels(
-            self._zmq,
-            manager.get_connection_info(),
-            manager.session,
-            self.clock,
-            kernel.observe,
-        )
         try:
-            await kernel.channels.waitUntilReady(self.startTimeout)
+            await self._connect(kernel)
         except Exception as e:
-            kernel.channels.close(1011, "kernel failed to start")
-            await fromCoroutine(manager.shutdown_kernel(now=True))
+            if kernel.channels is not None:
+                kernel.channels.close(1011, "kernel failed to start")
+            await process.shutdown(now=True)
             raise KernelStartFailed(f"Kernel {name} did not answer: {e}") from e
         self._kernels[kernelId] = kernel
         kernel.watcher = LoopingCall(self._watch, kernel)
@@ -244,10 +238,18 @@ class KernelRegistry(Service):
         log.info("Kernel {kernelId} started", kernelId=kernelId)
         return kernel
 
+    def _connect(self, kernel: Kernel) -> Deferred[None]:
+        """Open a new kernel's channels and fire once it answers on them."""
+        assert self._zmq is not None, "the registry is not running"
+        process = kernel.process
+        kernel.channels = KernelChannels(
+            self._zmq, process.connectionInfo, process.session, self.clock, kernel.observe
+        )
+        return kernel.channels.waitUntilReady(self.startTimeout)
+
     def interrupt(self, kernelId: str) -> Deferred[None]:
         """Interrupt a kernel, by signal or message as its kernelspec says."""
-        kernel = self.get(kernelId)
-        return fromCoroutine(kernel.manager.interrupt_kernel(), shield=True)
+        return self.get(kernelId).process.interrupt()
 
     def restart(self, kernelId: str) -> Deferred[Kernel]:
         """Restart a kernel in place, keeping its id, and fire once it answers again."""
@@ -257,9 +259,9 @@ class KernelRegistry(Service):
     async def _restart(self, kernel: Kernel, now: bool) -> Kernel:
         kernel.busyWith = "restarting"
         try:
-            await fromCoroutine(kernel.manager.restart_kernel(now=now))
-            assert kernel.channels is not None
-            await kernel.channels.waitUntilReady(self.startTimeout)
+            await kernel.process.restart(now=now)
+            if kernel.channels is not None:
+                await kernel.channels.waitUntilReady(self.startTimeout)
         finally:
             kernel.busyWith = None
         return kernel
@@ -279,7 +281,7 @@ class KernelRegistry(Service):
         if kernel.channels is not None:
             kernel.channels.close(code, reason)
         log.info("Shutting down kernel {kernelId}", kernelId=kernelId)
-        return fromCoroutine(kernel.manager.shutdown_kernel(now=False), shield=True)
+        return kernel.process.shutdown()
 
     # Watching
 
@@ -292,14 +294,12 @@ class KernelRegistry(Service):
                 return None
             return ensureDeferred(self._autoRestart(kernel))
 
-        return fromCoroutine(kernel.manager.is_alive()).addCallback(checked)
+        return kernel.process.isAlive().addCallback(checked)
 
     async def _autoRestart(self, kernel: Kernel) -> None:
         """Bring a kernel that died back under the same id, or declare it dead."""
-        assert kernel.channels is not None
         log.warn("Kernel {kernelId} died; restarting it", kernelId=kernel.id)
-        kernel.executionState = "restarting"
-        kernel.channels.broadcast(*kernel.channels.statusMessage("restarting"))
+        _announce(kernel, "restarting")
         for attempt in range(1, self.restartLimit + 1):
             try:
                 await self._restart(kernel, now=True)
@@ -313,10 +313,16 @@ class KernelRegistry(Service):
             log.info("Kernel {kernelId} restarted", kernelId=kernel.id)
             return
         log.error("Kernel {kernelId} is dead; giving up", kernelId=kernel.id)
-        kernel.executionState = "dead"
-        kernel.channels.broadcast(*kernel.channels.statusMessage("dead"))
+        _announce(kernel, "dead")
         if kernel.id in self._kernels:
             await self.shutdownKernel(kernel.id, code=1011, reason="kernel died")
+
+
+def _announce(kernel: Kernel, state: str) -> None:
+    """Set a kernel's state and tell its clients with an iopub status message."""
+    kernel.executionState = state
+    if kernel.channels is not None:
+        kernel.channels.broadcast(*kernel.channels.statusMessage(state))
 
 
 def _uncancellable(d: Deferred[Any]) -> Deferred[Any]:

@@ -97,7 +97,11 @@ class ChannelsProtocol(WebSocketServerProtocol):
     def kernelGone(self, code: int, reason: str) -> None:
         """The kernel is going away: close the websocket with C{code}."""
         self.channels = None
-        self.sendClose(code, reason)
+        if self.state == self.STATE_OPEN:
+            # sendClose() refuses the protocol-level codes (1001, 1011) that say what happened.
+            self.sendCloseFrame(code=code, reasonUtf8=reason.encode("utf-8")[:123])
+        else:
+            self.dropConnection(abort=True)
 
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
         if self.channels is not None and self.kernel.channels is not None:
@@ -125,6 +129,8 @@ class ChannelsFactory(WebSocketServerFactory):
             autoPingInterval=30,
             autoPingTimeout=60,
             openHandshakeTimeout=30,
+            # Send a close frame (1009 for an oversized message) rather than just dropping TCP.
+            failByDrop=False,
         )
 
     def forKernel(self, kernel: Kernel, sessionId: str) -> _KernelBound:

@@ -14,6 +14,7 @@ from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientPr
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, DeferredQueue
 from twisted.trial.unittest import TestCase
+from twisted.web.client import HTTPConnectionPool
 from twisted.web.server import Site
 
 from kgw import wire
@@ -76,6 +77,7 @@ class RunningGateway:
         self.kernels, resource = buildGateway(self.config, reactor, **self._registryArguments)
         self.kernels.startService()
         self.port = reactor.listenTCP(0, Site(resource), interface="127.0.0.1")
+        self.pool = HTTPConnectionPool(reactor, persistent=False)
         self.test.addCleanup(self.stop)
         return self
 
@@ -100,7 +102,7 @@ class RunningGateway:
         data = (
             json.dumps(body).encode() if body is not None and not isinstance(body, bytes) else body
         )
-        response = await treq.request(method, self.url(path), data=data, **kw)
+        response = await treq.request(method, self.url(path), data=data, pool=self.pool, **kw)
         content = await response.content()
         try:
             decoded = json.loads(content) if content else None

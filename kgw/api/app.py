@@ -57,6 +57,8 @@ class GatewayAPI:
     """
 
     app = Klein()
+    # A "//" in a path must not be answered with a redirect: it is simply not a route.
+    app.url_map.merge_slashes = False
 
     def __init__(
         self,

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hmac
 import json
 import os
+from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
@@ -21,6 +22,7 @@ import zmq
 from jupyter_client.session import Session
 from twisted.internet.defer import Deferred
 from twisted.internet.defer import TimeoutError as DeferredTimeout
+from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from txzmq import ZmqConnection, ZmqEndpoint, ZmqEndpointType, ZmqFactory
@@ -97,7 +99,19 @@ class Signer:
 
 
 class JupyterSocket(ZmqConnection):
-    """A txZMQ connection that passes whole multipart messages to a callback, unframed."""
+    """
+    A txZMQ connection that passes whole multipart messages to a callback, unframed.
+
+    Messages given to L{sendMessage} wait, in order, while the socket is L{held} (its kernel is
+    restarting and its iopub is not subscribed yet) or has no peer (txZMQ's C{send} raises
+    C{EAGAIN} rather than queueing), and go as soon as they can.
+
+    @param immediate: queue nothing inside ZeroMQ for a peer that is not connected (a dead
+        kernel), so that such messages wait here, where holding applies to them.
+    """
+
+    retryInterval = 0.02
+    maxBacklog = 10_000
 
     def __init__(
         self,
@@ -106,14 +120,71 @@ class JupyterSocket(ZmqConnection):
         address: str,
         onMessage: Callable[[list[bytes]], None],
         identity: bytes | None = None,
+        clock: IReactorTime | None = None,
+        immediate: bool = False,
     ) -> None:
         # ZmqConnection.__init__ reads socketType and may deliver messages at once.
         self.socketType = socketType
         self._onMessage = onMessage
-        super().__init__(factory, ZmqEndpoint(ZmqEndpointType.connect, address), identity)
+        self.clock = clock if clock is not None else factory.reactor
+        self.held = False
+        self._backlog: deque[list[bytes]] = deque()
+        self._retry: IDelayedCall | None = None
+        super().__init__(factory, None, identity)
+        if immediate:
+            self.socket.setsockopt(zmq.IMMEDIATE, 1)
+        if socketType == zmq.SUB:
+            self.socket.setsockopt(zmq.SUBSCRIBE, b"")
+        self.addEndpoints([ZmqEndpoint(ZmqEndpointType.connect, address)])
 
     def messageReceived(self, message: list[bytes]) -> None:
         self._onMessage(message)
+
+    def sendMessage(self, frames: list[bytes]) -> None:
+        """Send C{frames} now, or as soon as the socket is released and has a peer."""
+        if not self._backlog and not self.held and self._trySend(frames):
+            return
+        if len(self._backlog) >= self.maxBacklog:
+            log.warn("Dropped a message: {count} are waiting for the kernel", count=self.maxBacklog)
+            return
+        self._backlog.append(frames)
+        self._flush()
+
+    def hold(self) -> None:
+        """Keep messages back until L{release}."""
+        self.held = True
+
+    def release(self) -> None:
+        """Send what was kept back."""
+        self.held = False
+        self._flush()
+
+    def _trySend(self, frames: list[bytes]) -> bool:
+        try:
+            self.send(frames)
+        except zmq.ZMQError as e:
+            if e.errno == zmq.EAGAIN:
+                return False
+            raise
+        return True
+
+    def _flush(self) -> None:
+        if self._retry is not None and self._retry.active():
+            self._retry.cancel()
+        self._retry = None
+        if self.held or self.socket is None:
+            return
+        while self._backlog and self._trySend(self._backlog[0]):
+            self._backlog.popleft()
+        if self._backlog:
+            self._retry = self.clock.callLater(self.retryInterval, self._flush)
+
+    def shutdown(self) -> None:
+        if self._retry is not None and self._retry.active():
+            self._retry.cancel()
+        self._retry = None
+        self._backlog.clear()
+        super().shutdown()
 
 
 def address(info: dict[str, Any], channel: str) -> str:
@@ -143,12 +214,16 @@ class KernelChannels:
         self.signer = Signer(session)
         self._factory = factory
         self._info = info
-        self._clock = clock
+        self.clock = clock
         self._onMessage = onMessage
         self.clients: dict[Client, ClientChannels] = {}
+        self.closed = False
+        self.held = False
         self._iopubWaiters: list[Callable[[], None]] = []
-        self._iopub = JupyterSocket(factory, zmq.SUB, address(info, "iopub"), self._iopubReceived)
-        self._iopub.socket.setsockopt(zmq.SUBSCRIBE, b"")
+        self._readyWaits: set[Callable[[object], None]] = set()
+        self._iopub = JupyterSocket(
+            factory, zmq.SUB, address(info, "iopub"), self._iopubReceived, clock=clock
+        )
 
     def _iopubReceived(self, frames: list[bytes]) -> None:
         try:
@@ -159,6 +234,10 @@ class KernelChannels:
         waiters, self._iopubWaiters = self._iopubWaiters, []
         for waiter in waiters:
             waiter()
+        if header.get("msg_type") == "iopub_welcome":
+            # ipykernel 7 greets each new subscription (JEP 65); it is meant for this
+            # subscriber, the gateway, not for the clients, who did not subscribe.
+            return
         self._onMessage("iopub", header, parts)
         for client in list(self.clients):
             client.relay("iopub", header, parts)
@@ -181,6 +260,9 @@ class KernelChannels:
         message (the kernel publishes its busy/idle status for each request) have arrived.
         """
         done: Deferred[None] = Deferred()
+        if self.closed:
+            done.errback(ConnectionDone("the kernel's channels are closed"))
+            return done
         state = {"reply": False, "iopub": False}
         pending: list[IDelayedCall] = []
 
@@ -202,6 +284,7 @@ class KernelChannels:
             check()
 
         def finish(result: object) -> None:
+            self._readyWaits.discard(finish)
             for call in pending:
                 if call.active():
                     call.cancel()
@@ -213,26 +296,46 @@ class KernelChannels:
             else:
                 done.callback(None)
 
-        shell = JupyterSocket(self._factory, zmq.DEALER, address(self._info, "shell"), gotReply)
+        shell = JupyterSocket(
+            self._factory, zmq.DEALER, address(self._info, "shell"), gotReply, clock=self.clock
+        )
         self._iopubWaiters.append(gotIOPub)
-        deadline = self._clock.seconds() + timeout
+        self._readyWaits.add(finish)
+        deadline = self.clock.seconds() + timeout
 
         def nudge(pause: float) -> None:
             if done.called:
                 return
-            if self._clock.seconds() >= deadline:
+            if self.clock.seconds() >= deadline:
                 finish(DeferredTimeout(f"the kernel did not answer within {timeout} s"))
                 return
             _, parts = self.signer.message("kernel_info_request", {})
-            shell.send(self.signer.frames(parts))
-            pending[:] = [self._clock.callLater(pause, nudge, min(pause * 2, 1.0))]
+            shell.sendMessage(self.signer.frames(parts))
+            pending[:] = [self.clock.callLater(pause, nudge, min(pause * 2, 1.0))]
 
         nudge(0.1)
         return done
 
+    def hold(self) -> None:
+        """
+        Keep clients' messages back while the kernel restarts: until iopub is subscribed again,
+        the output of anything the new kernel ran would be lost.
+        """
+        self.held = True
+        for channels in self.clients.values():
+            channels.hold()
+
+    def release(self) -> None:
+        """Send the messages kept back since L{hold}."""
+        self.held = False
+        for channels in self.clients.values():
+            channels.release()
+
     def attach(self, client: Client) -> ClientChannels:
         """Give C{client} its own shell, control and stdin sockets and start relaying to it."""
         channels = ClientChannels(self, client, self._factory, self._info)
+        if self.held:
+            channels.hold()
         self.clients[client] = channels
         return channels
 
@@ -243,7 +346,13 @@ class KernelChannels:
             channels.close()
 
     def close(self, code: int, reason: str) -> None:
-        """Tell every client the kernel is gone, with websocket close C{code}; close all sockets."""
+        """
+        Tell every client the kernel is gone, with websocket close C{code}; close all sockets.
+        A L{waitUntilReady} still waiting fails.
+        """
+        self.closed = True
+        for finish in list(self._readyWaits):
+            finish(ConnectionDone("the kernel's channels were closed"))
         for client in list(self.clients):
             self.detach(client)
             client.kernelGone(code, reason)
@@ -273,13 +382,23 @@ class ClientChannels:
                 address(info, channel),
                 lambda frames, channel=channel: self._received(channel, frames),
                 identity,
+                kernel.clock,
+                immediate=True,
             )
             for channel in CLIENT_CHANNELS
         }
 
     def send(self, channel: str, parts: Sequence[bytes]) -> None:
         """Sign C{parts} and send them to the kernel on C{channel} (shell, control or stdin)."""
-        self._sockets[channel].send(self._kernel.signer.frames(parts))
+        self._sockets[channel].sendMessage(self._kernel.signer.frames(parts))
+
+    def hold(self) -> None:
+        for socket in self._sockets.values():
+            socket.hold()
+
+    def release(self) -> None:
+        for socket in self._sockets.values():
+            socket.release()
 
     def _received(self, channel: str, frames: list[bytes]) -> None:
         try:

@@ -18,7 +18,7 @@ from jupyter_client.kernelspec import NATIVE_KERNEL_NAME, KernelSpecManager
 from jupyter_client.kernelspec import NoSuchKernel as _NoSuchSpec
 from jupyter_core.paths import jupyter_runtime_dir
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, DeferredList, ensureDeferred
+from twisted.internet.defer import Deferred, DeferredList, DeferredLock, ensureDeferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
@@ -53,6 +53,8 @@ class Kernel:
         self.executionState = "starting"
         # Set while the gateway itself stops or restarts the process, so the watcher leaves it.
         self.busyWith: str | None = None
+        # Restarts and the shutdown of one kernel run one after the other, never interleaved.
+        self.lifecycle = DeferredLock()
         self.watcher: LoopingCall | None = None
 
     @property
@@ -254,7 +256,11 @@ class KernelRegistry(Service):
     def restart(self, kernelId: str) -> Deferred[Kernel]:
         """Restart a kernel in place, keeping its id, and fire once it answers again."""
         kernel = self.get(kernelId)
-        return _uncancellable(ensureDeferred(self._restart(kernel, now=False)))
+        _hold(kernel)
+        return _uncancellable(self._restartLocked(kernel, now=False).addBoth(_release, kernel))
+
+    def _restartLocked(self, kernel: Kernel, now: bool) -> Deferred[Kernel]:
+        return kernel.lifecycle.run(lambda: ensureDeferred(self._restart(kernel, now)))
 
     async def _restart(self, kernel: Kernel, now: bool) -> Kernel:
         kernel.busyWith = "restarting"
@@ -281,7 +287,7 @@ class KernelRegistry(Service):
         if kernel.channels is not None:
             kernel.channels.close(code, reason)
         log.info("Shutting down kernel {kernelId}", kernelId=kernelId)
-        return kernel.process.shutdown()
+        return kernel.lifecycle.run(kernel.process.shutdown)
 
     # Watching
 
@@ -299,11 +305,22 @@ class KernelRegistry(Service):
     async def _autoRestart(self, kernel: Kernel) -> None:
         """Bring a kernel that died back under the same id, or declare it dead."""
         log.warn("Kernel {kernelId} died; restarting it", kernelId=kernel.id)
+        _hold(kernel)
+        try:
+            await self._restartOrGiveUp(kernel)
+        finally:
+            _release(None, kernel)
+
+    async def _restartOrGiveUp(self, kernel: Kernel) -> None:
         _announce(kernel, "restarting")
         for attempt in range(1, self.restartLimit + 1):
+            if kernel.id not in self._kernels:
+                return
             try:
-                await self._restart(kernel, now=True)
+                await self._restartLocked(kernel, now=True)
             except Exception:
+                if kernel.id not in self._kernels:
+                    return  # shut down while restarting: nothing went wrong
                 log.failure(
                     "Restart {attempt} of kernel {kernelId} failed",
                     attempt=attempt,
@@ -316,6 +333,18 @@ class KernelRegistry(Service):
         _announce(kernel, "dead")
         if kernel.id in self._kernels:
             await self.shutdownKernel(kernel.id, code=1011, reason="kernel died")
+
+
+def _hold(kernel: Kernel) -> None:
+    """Keep clients' messages back until the restarting kernel's iopub is subscribed again."""
+    if kernel.channels is not None:
+        kernel.channels.hold()
+
+
+def _release(result: object, kernel: Kernel) -> object:
+    if kernel.channels is not None:
+        kernel.channels.release()
+    return result
 
 
 def _announce(kernel: Kernel, state: str) -> None:

@@ -55,54 +55,27 @@ def withTimeout(d: Deferred[Any], seconds: float = TIMEOUT) -> Deferred[Any]:
     return d.addTimeout(seconds, reactor)
 
 
-class RunningGateway:
-    """
-    A gateway listening on 127.0.0.1 with a real kernel registry, started and stopped by one test.
+class GatewayClient:
+    """HTTP and websocket access to a gateway at C{127.0.0.1:port}, for one test."""
 
-    Its clean-up fails the test if a kernel process outlives the gateway, after killing that
-    process by its pid.
-    """
-
-    def __init__(
-        self, test: TestCase, registryArguments: dict[str, Any] | None = None, **settings: Any
-    ) -> None:
-        settings.setdefault("list_kernels", True)
+    def __init__(self, test: TestCase, port: int = 0, baseURL: str = "/") -> None:
         self.test = test
-        self.config = Config(**settings)
-        self._registryArguments = registryArguments or {}
-        self.kernels: KernelRegistry
-        self._before = childProcesses()
-
-    async def start(self) -> RunningGateway:
-        self.kernels, resource = buildGateway(self.config, reactor, **self._registryArguments)
-        self.kernels.startService()
-        self.port = reactor.listenTCP(0, Site(resource), interface="127.0.0.1")
+        self.portNumber = port
+        self.baseURL = baseURL
         self.pool = HTTPConnectionPool(reactor, persistent=False)
-        self.test.addCleanup(self.stop)
-        return self
 
     @property
     def address(self) -> str:
-        return f"127.0.0.1:{self.port.getHost().port}"
+        return f"127.0.0.1:{self.portNumber}"
 
     def url(self, path: str) -> str:
-        return f"http://{self.address}{self.config.base_url}{path.lstrip('/')}"
-
-    async def stop(self) -> None:
-        await self.port.stopListening()
-        if self.kernels.running:
-            await self.kernels.stopService()
-        strays = childProcesses() - self._before
-        for pid in strays:
-            os.kill(pid, 9)
-        self.test.assertEqual(strays, set(), "kernel processes outlived the gateway")
+        return f"http://{self.address}{self.baseURL}{path.lstrip('/')}"
 
     async def request(self, method: str, path: str, body: Any = None, **kw: Any) -> tuple[int, Any]:
         """Make a request and return its status and decoded JSON body (or None)."""
-        data = (
-            json.dumps(body).encode() if body is not None and not isinstance(body, bytes) else body
-        )
-        response = await treq.request(method, self.url(path), data=data, pool=self.pool, **kw)
+        if body is not None and not isinstance(body, bytes):
+            body = json.dumps(body).encode()
+        response = await treq.request(method, self.url(path), data=body, pool=self.pool, **kw)
         content = await response.content()
         try:
             decoded = json.loads(content) if content else None
@@ -116,17 +89,54 @@ class RunningGateway:
         return model
 
     async def connect(self, kernelId: str, v1: bool = False, sessionId: str = "") -> Client:
+        """Open the channels websocket of a kernel, in the v1 or the legacy protocol."""
         query = urlencode({"session_id": sessionId or uuid.uuid4().hex})
-        url = f"ws://{self.address}{self.config.base_url}api/kernels/{kernelId}/channels?{query}"
+        url = f"ws://{self.address}{self.baseURL}api/kernels/{kernelId}/channels?{query}"
         factory = WebSocketClientFactory(url, protocols=[wire.V1_PROTOCOL] if v1 else [])
         factory.protocol = Client
         factory.setProtocolOptions(maxMessagePayloadSize=0, maxFramePayloadSize=0)
         connected: Deferred[Client] = Deferred()
         factory.connected = connected
-        reactor.connectTCP("127.0.0.1", self.port.getHost().port, factory)
+        reactor.connectTCP("127.0.0.1", self.portNumber, factory)
         client = await withTimeout(connected)
         self.test.addCleanup(client.disconnect)
         return client
+
+
+class RunningGateway(GatewayClient):
+    """
+    A gateway listening on 127.0.0.1 with a real kernel registry, started and stopped by one test.
+
+    Its clean-up fails the test if a kernel process outlives the gateway, after killing that
+    process by its pid.
+    """
+
+    def __init__(
+        self, test: TestCase, registryArguments: dict[str, Any] | None = None, **settings: Any
+    ) -> None:
+        settings.setdefault("list_kernels", True)
+        self.config = Config(**settings)
+        super().__init__(test, baseURL=self.config.base_url)
+        self._registryArguments = registryArguments or {}
+        self.kernels: KernelRegistry
+        self._before = childProcesses()
+
+    async def start(self) -> RunningGateway:
+        self.kernels, resource = buildGateway(self.config, reactor, **self._registryArguments)
+        self.kernels.startService()
+        self.port = reactor.listenTCP(0, Site(resource), interface="127.0.0.1")
+        self.portNumber = self.port.getHost().port
+        self.test.addCleanup(self.stop)
+        return self
+
+    async def stop(self) -> None:
+        await self.port.stopListening()
+        if self.kernels.running:
+            await self.kernels.stopService()
+        strays = childProcesses() - self._before
+        for pid in strays:
+            os.kill(pid, 9)
+        self.test.assertEqual(strays, set(), "kernel processes outlived the gateway")
 
 
 class Client(WebSocketClientProtocol):

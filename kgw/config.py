@@ -57,11 +57,16 @@ def option(
     parse: Callable[[str], Any] = _text,
     owner: str = "KernelGatewayApp",
     env: str | None = None,
+    kgwOnly: bool = False,
 ) -> Any:
-    """Declare one option; C{env} defaults to C{KG_} and the upper-cased field name."""
+    """
+    Declare one option; C{env} defaults to C{KG_} and the upper-cased field name.
+
+    @param kgwOnly: the option is kgw's own; KG has no such setting.
+    """
     return field(
         default=default,
-        metadata={"help": help, "parse": parse, "owner": owner, "env": env},
+        metadata={"help": help, "parse": parse, "owner": owner, "env": env, "kgw": kgwOnly},
     )
 
 
@@ -94,11 +99,13 @@ class Config:
         "Largest websocket message accepted from a client, in bytes; a larger one closes the "
         "connection with code 1009.",
         _integer(1),
+        kgwOnly=True,
     )
     restart_limit: int = option(
         5,
         "Failed automatic restarts in a row after which a dead kernel is given up.",
         _integer(0),
+        kgwOnly=True,
     )
 
     @classmethod
@@ -143,3 +150,18 @@ def envVar(f: dataclasses.Field[Any]) -> str:
 def qualifiedNames(f: dataclasses.Field[Any]) -> list[str]:
     """KG's class-qualified spellings of an option."""
     return [f"{f.metadata['owner']}.{f.name}"]
+
+
+def markdownTable() -> str:
+    """The option table as Markdown, as the README shows it (a test keeps the two equal)."""
+    rows = [
+        "| flag | environment | KG spelling | default | meaning |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for f in Config.options():
+        default = repr(f.default) if f.default != "" else "''"
+        rows.append(
+            f"| `--{flag(f)}` | `{envVar(f)}` | `--{qualifiedNames(f)[0]}` | `{default}` "
+            f"| {'(kgw) ' if f.metadata['kgw'] else ''}{f.metadata['help']} |"
+        )
+    return "\n".join(rows)

@@ -106,3 +106,18 @@ class ResolveTests(SynchronousTestCase):
         for f in Config.options():
             self.assertIn(f"--{flag(f)}=", usage)
             self.assertIn(envVar(f), usage.replace("\n", " ").replace("  ", " "))
+
+
+class ReadmeTests(SynchronousTestCase):
+    def test_readmeOptionTableMatchesCode(self):
+        """The README's option table is the one the code generates from its option table."""
+        import os
+
+        from kgw.config import markdownTable
+
+        readme = os.path.join(os.path.dirname(__file__), os.pardir, "README.md")
+        with open(readme, encoding="utf-8") as f:
+            text = f.read()
+        start = text.index("<!-- options:start -->\n") + len("<!-- options:start -->\n")
+        end = text.index("<!-- options:end -->")
+        self.assertEqual(text[start:end].strip(), markdownTable())

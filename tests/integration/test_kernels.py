@@ -316,3 +316,23 @@ class LifecycleTests(TestCase):
         closeCode, _ = await withTimeout(client.closed)
         self.assertEqual(closeCode, 1001)
         self.assertFalse(isAlive(pid))
+
+
+class RelayTests(TestCase):
+    """What the relay does to messages and sockets."""
+
+    timeout = 120
+
+    async def test_websocketsHaveNoDelay(self):
+        """The gateway's end of each channels websocket has TCP_NODELAY set."""
+        import socket
+
+        gateway = await RunningGateway(self).start()
+        model = await gateway.startKernel()
+        await gateway.connect(model["id"])
+        await gateway.connect(model["id"], v1=True)
+        servers = list(gateway.kernels.get(model["id"]).channels.clients)
+        self.assertEqual(len(servers), 2)
+        for server in servers:
+            handle = server.transport.getHandle()
+            self.assertTrue(handle.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))

@@ -8,10 +8,34 @@ parsing, C{--help}, the README's option list and the tests all read this table.
 
 from __future__ import annotations
 
+import ast
 import dataclasses
+import json
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+API_NAMES = {
+    "jupyter-websocket": "jupyter-websocket",
+    "notebook-http": "notebook-http",
+    # KG's module names for its two personalities.
+    "kernel_gateway.jupyter_websocket": "jupyter-websocket",
+    "kernel_gateway.notebook_http": "notebook-http",
+}
+LOG_LEVELS = {
+    "DEBUG": "debug",
+    "INFO": "info",
+    "WARN": "warn",
+    "WARNING": "warn",
+    "ERROR": "error",
+    "CRITICAL": "critical",
+    "10": "debug",
+    "20": "info",
+    "30": "warn",
+    "40": "error",
+    "50": "critical",
+}
 
 
 class ConfigError(ValueError):
@@ -46,9 +70,49 @@ def _text(text: str) -> str:
     return text
 
 
+def _names(text: str) -> tuple[str, ...]:
+    """
+    A list of names: comma-separated as KG reads its C{KG_*} variables, or a Python list literal
+    as traitlets takes it on the command line (C{['A', 'B']}).
+    """
+    stripped = text.strip()
+    if stripped.startswith("["):
+        try:
+            value = ast.literal_eval(stripped)
+        except (ValueError, SyntaxError):
+            raise ConfigError(f"expected a list, got {text!r}") from None
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"expected a list of strings, got {text!r}")
+        return tuple(value)
+    return tuple(name.strip() for name in stripped.split(",") if name.strip())
+
+
 def _baseURL(text: str) -> str:
     """Normalise a base URL to start and end with a slash, as KG does."""
     return "/" + text.strip("/") + "/" if text.strip("/") else "/"
+
+
+def _api(text: str) -> str:
+    try:
+        return API_NAMES[text.strip()]
+    except KeyError:
+        raise ConfigError(f"unknown API {text!r}: use jupyter-websocket or notebook-http") from None
+
+
+def _logLevel(text: str) -> str:
+    try:
+        return LOG_LEVELS[text.strip().upper()]
+    except KeyError:
+        raise ConfigError(
+            f"unknown log level {text!r}: use DEBUG, INFO, WARN, ERROR or CRITICAL"
+        ) from None
+
+
+def _readableFile(text: str) -> str:
+    """A path to a file the gateway can read: a certificate, a key, a CA bundle."""
+    if text and not os.access(text, os.R_OK):
+        raise ConfigError(f"cannot read {text!r}")
+    return text
 
 
 def option(
@@ -74,14 +138,66 @@ def option(
 class Config:
     """The gateway's settings, each resolved from the command line, the environment or a default."""
 
+    # Where the gateway listens.
     ip: str = option("127.0.0.1", "IP address the gateway listens on.")
     port: int = option(8888, "Port the gateway listens on.", _integer(0, 65535))
+    port_retries: int = option(
+        50,
+        "How many other ports to try when the port is taken (the first ones in sequence).",
+        _integer(0),
+    )
+    listen: tuple[str, ...] = option(
+        (),
+        "Twisted endpoint descriptions to listen on instead of ip and port, e.g. tcp:8888, "
+        "ssl:8443:privateKey=key.pem, unix:/run/kgw.sock, systemd:domain=INET:index=0; "
+        "repeatable on the command line, space-separated in the variable.",
+        lambda text: tuple(text.split()),
+        kgwOnly=True,
+    )
+    certfile: str = option("", "TLS certificate file: serve HTTPS and WSS.", _readableFile)
+    keyfile: str = option(
+        "", "TLS private key file (default: the certificate file).", _readableFile
+    )
+    client_ca: str = option(
+        "", "CA certificates file: require client certificates signed by them.", _readableFile
+    )
     base_url: str = option(
         "/", "URL prefix under which every route is served, e.g. /gateway/.", _baseURL
     )
+    api: str = option(
+        "jupyter-websocket",
+        "The API to serve: jupyter-websocket, or notebook-http (KG's module names are accepted).",
+        _api,
+    )
+    # Access control.
+    auth_token: str = option(
+        "", "Token every request must carry (Authorization: token T, or ?token=T)."
+    )
+    allow_credentials: str = option("", "Access-Control-Allow-Credentials header value.")
+    allow_headers: str = option("", "Access-Control-Allow-Headers header value.")
+    allow_methods: str = option("", "Access-Control-Allow-Methods header value.")
+    allow_origin: str = option(
+        "",
+        "Access-Control-Allow-Origin header value; requests from other origins than the "
+        "gateway's own and this one are refused (* allows any).",
+    )
+    expose_headers: str = option("", "Access-Control-Expose-Headers header value.")
+    max_age: str = option("", "Access-Control-Max-Age header value.")
+    # Kernels.
+    max_kernels: int = option(
+        0, "Most kernels running at once, starting ones included (0: no limit).", _integer(0)
+    )
+    prespawn_count: int = option(0, "Kernels to start when the gateway starts.", _integer(0))
     default_kernel_name: str = option(
         "",
         "Kernelspec started when a request names none (empty: the kernelspec manager's default).",
+    )
+    force_kernel_name: str = option(
+        "", "Kernelspec every kernel is started with, whatever the request names."
+    )
+    seed_uri: str = option(
+        "",
+        "Notebook (path or file: URL) whose code cells run on every new kernel of its language.",
     )
     list_kernels: bool = option(
         False,
@@ -89,10 +205,16 @@ class Config:
         _boolean,
         owner="JupyterWebsocketPersonality",
     )
-    max_kernels: int = option(
-        0,
-        "Most kernels running at once, starting ones included (0: no limit).",
-        _integer(0),
+    env_whitelist: tuple[str, ...] = option(
+        (),
+        "Variables a client may set in a kernel's env, besides KERNEL_* (comma-separated).",
+        _names,
+        owner="JupyterWebsocketPersonality",
+    )
+    env_process_whitelist: tuple[str, ...] = option(
+        (),
+        "Gateway variables a kernel started with an env request inherits, besides PATH.",
+        _names,
     )
     max_message_size: int = option(
         64 * 1024 * 1024,
@@ -107,6 +229,12 @@ class Config:
         _integer(0),
         kgwOnly=True,
     )
+    log_level: str = option(
+        "info",
+        "Least severe log events shown: DEBUG, INFO, WARN, ERROR or CRITICAL.",
+        _logLevel,
+        owner="Application",
+    )
 
     @classmethod
     def options(cls) -> list[dataclasses.Field[Any]]:
@@ -114,13 +242,19 @@ class Config:
         return list(dataclasses.fields(cls))
 
     @classmethod
-    def resolve(cls, given: Mapping[str, str], environ: Mapping[str, str]) -> Config:
+    def resolve(
+        cls,
+        given: Mapping[str, Any],
+        environ: Mapping[str, str],
+        fromFile: Mapping[str, Any] | None = None,
+    ) -> Config:
         """
         Build the settings from command-line values C{given} (by field name), then environment
-        variables, then defaults.
+        variables, then a configuration file's values, then defaults.
 
         @raise ConfigError: naming the option and the source of a value that does not parse.
         """
+        fromFile = fromFile or {}
         values = {}
         for f in cls.options():
             envName = envVar(f)
@@ -128,13 +262,73 @@ class Config:
                 text, source = given[f.name], "--" + flag(f)
             elif envName in environ:
                 text, source = environ[envName], envName
+            elif f.name in fromFile:
+                text, source = _fileValue(fromFile[f.name]), f"{f.name} in the config file"
             else:
                 continue
             try:
-                values[f.name] = f.metadata["parse"](text)
+                values[f.name] = (
+                    tuple(text) if isinstance(text, list) else f.metadata["parse"](text)
+                )
             except ConfigError as e:
                 raise ConfigError(f"{source}: {e}") from None
         return cls(**values)
+
+
+def _fileValue(value: Any) -> Any:
+    """A configuration file's value as the text an option parses (lists stay lists)."""
+    if isinstance(value, list):
+        if not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"expected a list of strings, got {value!r}")
+        return value
+    if isinstance(value, bool):
+        return "True" if value else "False"
+    if isinstance(value, (int, float, str)):
+        return str(value)
+    raise ConfigError(f"unsupported value {value!r}")
+
+
+def loadConfigFile(path: str) -> dict[str, Any]:
+    """
+    Read a TOML or JSON configuration file into option values by name.
+
+    Keys are option names, at the top level or under KG's class names
+    (C{{"KernelGatewayApp": {"port": 9000}}}), so a KG JSON config file works as it is.
+
+    @raise ConfigError: if the file cannot be read or parsed, or names an unknown option.
+    """
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except OSError as e:
+        raise ConfigError(f"cannot read config file {path!r}: {e.strerror}") from None
+    try:
+        if path.endswith(".toml"):
+            try:
+                import tomllib
+            except ImportError:  # Python 3.10
+                import tomli as tomllib
+            data = tomllib.loads(raw.decode("utf-8"))
+        else:
+            data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ConfigError(f"cannot parse config file {path!r}: {e}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path!r} must hold an object of options")
+    known = {f.name: f for f in Config.options()}
+    owners = {f.metadata["owner"] for f in known.values()}
+    values: dict[str, Any] = {}
+    for key, value in data.items():
+        if key in owners and isinstance(value, dict):
+            for name, inner in value.items():
+                if name not in known or known[name].metadata["owner"] != key:
+                    raise ConfigError(f"unknown option {key}.{name} in config file {path!r}")
+                values[name] = inner
+        elif key in known:
+            values[key] = value
+        else:
+            raise ConfigError(f"unknown option {key!r} in config file {path!r}")
+    return values
 
 
 def flag(f: dataclasses.Field[Any]) -> str:

@@ -7,6 +7,7 @@ from typing import Any
 
 from twisted.internet.interfaces import IReactorTime
 from twisted.web.resource import IResource
+from twisted.web.server import Site
 
 from kgw.api.app import GatewayAPI
 from kgw.api.edge import Edge
@@ -31,7 +32,9 @@ def buildGateway(
         defaultKernelName=config.default_kernel_name,
         maxKernels=config.max_kernels,
         restartLimit=config.restart_limit,
-        environment=lambda requested: kernelEnvironment(requested, environ),
+        environment=lambda requested: kernelEnvironment(
+            requested, environ, config.env_whitelist, config.env_process_whitelist
+        ),
         **registryArguments,
     )
     api = GatewayAPI(
@@ -42,3 +45,8 @@ def buildGateway(
         listKernels=config.list_kernels,
     )
     return kernels, Edge(api.app.resource(), config.base_url)
+
+
+def buildSite(resource: IResource) -> Site:
+    """The HTTP factory serving C{resource} on every listening endpoint."""
+    return Site(resource)

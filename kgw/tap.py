@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 from twisted.application.service import IService, MultiService
 from twisted.python import usage
 
-from kgw.config import Config, ConfigError, envVar, flag, qualifiedNames
+from kgw.config import Config, ConfigError, envVar, flag, loadConfigFile, qualifiedNames
 
 ALIASES = {
     "kernel_gateway.jupyter_websocket": "jupyter-websocket",
@@ -59,7 +59,8 @@ class Options(usage.Options):
     synopsis = "[options]"
     longdesc = (
         "Serve Jupyter kernels over HTTP and websockets. Each option can also be set with its "
-        "KG_* environment variable; the command line wins over the environment."
+        "KG_* environment variable or in a --config file; the command line wins over the "
+        "environment, which wins over the file."
     )
     optParameters = [
         [
@@ -69,12 +70,26 @@ class Options(usage.Options):
             f"{f.metadata['help']} [{envVar(f)}; default: {f.default!r}]",
         ]
         for f in Config.options()
-    ]
+        if f.name != "listen"
+    ] + [["config", None, None, "A TOML or JSON file of options (KG's JSON config files work)."]]
 
     def __init__(self, environ: Mapping[str, str] | None = None) -> None:
         super().__init__()
         self.environ = os.environ if environ is None else environ
         self.config: Config | None = None
+        self["listen"] = []
+
+    def opt_listen(self, description: str) -> None:
+        """
+        A Twisted endpoint description to listen on (repeatable), instead of ip and port:
+        tcp:8888:interface=127.0.0.1, ssl:8443:privateKey=key.pem:certKey=cert.pem,
+        unix:/run/kgw.sock, systemd:domain=INET:index=0. [KG_LISTEN, space-separated]
+        """
+        self["listen"].append(description)
+
+    def opt_help_all(self) -> None:
+        """Display every option with its environment variable and default, as --help does."""
+        self.opt_help()
 
     def parseOptions(self, options: Sequence[str] | None = None) -> None:
         if options is None:
@@ -95,9 +110,11 @@ class Options(usage.Options):
         return translated
 
     def postOptions(self) -> None:
-        given = {f.name: self[flag(f)] for f in Config.options()}
+        given = {f.name: self.get(flag(f)) for f in Config.options()}
+        given["listen"] = self["listen"] or None
         try:
-            self.config = Config.resolve(given, self.environ)
+            fromFile = loadConfigFile(self["config"]) if self["config"] else {}
+            self.config = check(Config.resolve(given, self.environ, fromFile))
         except ConfigError as e:
             raise usage.UsageError(str(e)) from None
         # Only under twistd: unit tests parse options without choosing a reactor.
@@ -105,13 +122,29 @@ class Options(usage.Options):
             installReactor()
 
 
+def check(config: Config) -> Config:
+    """
+    Refuse settings that parse one by one but not together.
+
+    @raise ConfigError: naming the conflict.
+    """
+    if config.max_kernels and config.prespawn_count > config.max_kernels:
+        raise ConfigError(
+            f"cannot prespawn {config.prespawn_count} kernels: more than max_kernels "
+            f"({config.max_kernels})"
+        )
+    if config.keyfile and not config.certfile:
+        raise ConfigError("keyfile needs certfile")
+    if config.client_ca and not config.certfile:
+        raise ConfigError("client_ca needs certfile: client certificates need TLS")
+    return config
+
+
 def makeService(options: Options) -> IService:
     """Wire the kernel registry first and the listener after, so the listener stops first."""
     from twisted.application import strports
     from twisted.internet import reactor
-    from twisted.web.server import Site
-
-    from kgw.gateway import buildGateway
+    from kgw.gateway import buildGateway, buildSite
 
     config = options.config
     assert config is not None
@@ -120,7 +153,7 @@ def makeService(options: Options) -> IService:
     kernels.setServiceParent(top)
     interface = config.ip.replace(":", r"\:")
     listener = strports.service(
-        f"tcp:port={config.port}:interface={interface}", Site(resource), reactor=reactor
+        f"tcp:port={config.port}:interface={interface}", buildSite(resource), reactor=reactor
     )
     listener.setServiceParent(top)
     return top

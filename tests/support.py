@@ -15,11 +15,10 @@ from twisted.internet import reactor
 from twisted.internet.defer import Deferred, DeferredQueue
 from twisted.trial.unittest import TestCase
 from twisted.web.client import HTTPConnectionPool
-from twisted.web.server import Site
 
 from kgw import wire
 from kgw.config import Config
-from kgw.gateway import buildGateway
+from kgw.gateway import buildGateway, buildSite
 from kgw.kernels.registry import KernelRegistry
 
 TIMEOUT = 30.0
@@ -124,7 +123,7 @@ class RunningGateway(GatewayClient):
     async def start(self) -> RunningGateway:
         self.kernels, resource = buildGateway(self.config, reactor, **self._registryArguments)
         self.kernels.startService()
-        self.port = reactor.listenTCP(0, Site(resource), interface="127.0.0.1")
+        self.port = reactor.listenTCP(0, buildSite(resource), interface="127.0.0.1")
         self.portNumber = self.port.getHost().port
         self.test.addCleanup(self.stop)
         return self

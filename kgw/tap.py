@@ -144,6 +144,7 @@ def makeService(options: Options) -> IService:
     """Wire the kernel registry first and the listener after, so the listener stops first."""
     from twisted.application import strports
     from twisted.internet import reactor
+
     from kgw.gateway import buildGateway, buildSite
 
     config = options.config

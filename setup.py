@@ -18,6 +18,7 @@ setup(
         "klein>=23",
         "service-identity>=21",
         "ipykernel>=6",
+        "tomli>=1.1; python_version < \"3.11\"",
     ],
     classifiers=[
         "Framework :: Twisted",

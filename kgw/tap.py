@@ -5,8 +5,16 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 from twisted.application.service import IService, MultiService
+from twisted.logger import (
+    FilteringLogObserver,
+    ILogObserver,
+    LegacyLogObserverWrapper,
+    LogLevel,
+    LogLevelFilterPredicate,
+)
 from twisted.python import usage
 
 from kgw.config import Config, ConfigError, envVar, flag, loadConfigFile, qualifiedNames
@@ -120,6 +128,27 @@ class Options(usage.Options):
         # Only under twistd: unit tests parse options without choosing a reactor.
         if self.parent is not None:
             installReactor()
+            if self.parent.get("logger") is None:
+                # twistd resolves its logger option by name, after this method.
+                _twistdLogging.update(options=self.parent, level=self.config.log_level)
+                self.parent["logger"] = f"{__name__}.twistdLogObserver"
+
+
+_twistdLogging: dict[str, Any] = {}
+
+
+def twistdLogObserver() -> ILogObserver:
+    """
+    The observer twistd logs to: its own (stdout, C{--logfile} or C{--syslog}, as its command
+    line says) behind a filter on C{log_level}. Named by twistd's C{logger} option.
+    """
+    from twisted.scripts._twistd_unix import UnixAppLogger
+
+    inner = UnixAppLogger(_twistdLogging["options"])._getLogObserver()
+    if not ILogObserver.providedBy(inner):
+        inner = LegacyLogObserverWrapper(inner)
+    level = LogLevel.levelWithName(_twistdLogging["level"])
+    return FilteringLogObserver(inner, [LogLevelFilterPredicate(defaultLogLevel=level)])
 
 
 def check(config: Config) -> Config:

@@ -121,3 +121,107 @@ class ReadmeTests(SynchronousTestCase):
         start = text.index("<!-- options:start -->\n") + len("<!-- options:start -->\n")
         end = text.index("<!-- options:end -->")
         self.assertEqual(text[start:end].strip(), markdownTable())
+
+
+class LogLevelTests(SynchronousTestCase):
+    def test_twistdLogsAtChosenLevel(self):
+        """Under twistd, --log-level=WARN drops info events and keeps warnings."""
+        import io
+        import time
+
+        from twisted.logger import LogLevel
+        from twisted.scripts.twistd import ServerOptions
+
+        server = ServerOptions()
+        server.parseOptions(["-n", "kgw", "--log-level=WARN"])
+        stream = io.StringIO()
+        self.patch(__import__("sys"), "stdout", stream)
+        observer = server["logger"]()
+        for level in (LogLevel.debug, LogLevel.info, LogLevel.warn, LogLevel.error):
+            observer(
+                {
+                    "log_level": level,
+                    "log_namespace": "kgw.test",
+                    "log_format": f"event at {level.name}",
+                    "log_time": time.time(),
+                }
+            )
+        self.assertEqual(
+            [line.split("] ", 1)[1] for line in stream.getvalue().splitlines()],
+            ["event at warn", "event at error"],
+        )
+
+    def test_logLevelSpellings(self):
+        """KG's level names and numbers are accepted; others are refused."""
+        self.assertEqual(parse("--log-level=DEBUG").log_level, "debug")
+        self.assertEqual(parse("--Application.log_level=40").log_level, "error")
+        self.assertRaises(UsageError, parse, "--log-level=LOUD")
+
+
+class ConfigFileTests(SynchronousTestCase):
+    def write(self, name: str, text: str) -> str:
+        import os
+
+        path = os.path.join(self.mktemp(), name)
+        os.makedirs(os.path.dirname(path))
+        with open(path, "w") as f:
+            f.write(text)
+        return path
+
+    def test_jsonFileInKGsShape(self):
+        """A KG JSON config file (options under class names) sets options."""
+        path = self.write(
+            "kg.json",
+            '{"KernelGatewayApp": {"port": 9001, "max_kernels": 4},'
+            ' "JupyterWebsocketPersonality": {"list_kernels": true, "env_whitelist": ["A"]}}',
+        )
+        config = parse(f"--config={path}")
+        self.assertEqual(
+            (config.port, config.max_kernels, config.list_kernels, config.env_whitelist),
+            (9001, 4, True, ("A",)),
+        )
+
+    def test_tomlFile(self):
+        """A TOML file of flat option names sets options."""
+        path = self.write("kgw.toml", 'port = 9002\nbase_url = "gw"\n')
+        config = parse(f"--config={path}")
+        self.assertEqual((config.port, config.base_url), (9002, "/gw/"))
+
+    def test_fileLosesToEnvironmentAndCommandLine(self):
+        """The environment beats the file, and the command line beats both."""
+        path = self.write("kgw.json", '{"port": 9003}')
+        self.assertEqual(parse(f"--config={path}", environ={"KG_PORT": "9004"}).port, 9004)
+        self.assertEqual(parse(f"--config={path}", "--port=9005").port, 9005)
+
+    def test_badFiles(self):
+        """A missing, malformed or unknown-option file is a usage error naming the problem."""
+        missing = self.assertRaises(UsageError, parse, "--config=/nonexistent/kgw.json")
+        self.assertIn("/nonexistent/kgw.json", str(missing))
+        bad = self.write("bad.json", "{nope")
+        self.assertRaises(UsageError, parse, f"--config={bad}")
+        unknown = self.write("unknown.json", '{"colour": "blue"}')
+        self.assertIn("colour", str(self.assertRaises(UsageError, parse, f"--config={unknown}")))
+        wrongType = self.write("type.json", '{"port": "eighty"}')
+        self.assertIn("port", str(self.assertRaises(UsageError, parse, f"--config={wrongType}")))
+
+
+class CheckTests(SynchronousTestCase):
+    def test_prespawnOverMaxKernels(self):
+        """prespawn_count above max_kernels is a start-up error."""
+        error = self.assertRaises(UsageError, parse, "--prespawn-count=3", "--max-kernels=2")
+        self.assertIn("prespawn", str(error))
+
+    def test_apiAliases(self):
+        """KG's module names for the two APIs are accepted; other names are refused."""
+        self.assertEqual(parse("--api=kernel_gateway.jupyter_websocket").api, "jupyter-websocket")
+        self.assertRaises(UsageError, parse, "--api=graphql")
+
+    def test_listsFromEnvironment(self):
+        """List options read comma-separated variables and traitlets list literals."""
+        self.assertEqual(parse(environ={"KG_ENV_WHITELIST": "A,B"}).env_whitelist, ("A", "B"))
+        self.assertEqual(parse("--env-whitelist=['C', 'D']").env_whitelist, ("C", "D"))
+
+    def test_listenRepeatable(self):
+        """--listen may be given several times."""
+        config = parse("--listen=tcp:1", "--listen=unix:/tmp/x.sock")
+        self.assertEqual(config.listen, ("tcp:1", "unix:/tmp/x.sock"))

@@ -108,6 +108,28 @@ def _logLevel(text: str) -> str:
         ) from None
 
 
+def _prefixes(text: str) -> tuple[tuple[str, str], ...]:
+    try:
+        value = json.loads(text)
+    except ValueError:
+        raise ConfigError(f"expected a JSON object of language to prefix, got {text!r}") from None
+    if not isinstance(value, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) and v for k, v in value.items()
+    ):
+        raise ConfigError(f"expected a JSON object of language to prefix, got {text!r}")
+    return tuple((k.lower(), v) for k, v in value.items())
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise ConfigError(f"expected a number of seconds, got {text!r}") from None
+    if not value >= 0:
+        raise ConfigError(f"must be at least 0, got {text!r}")
+    return value
+
+
 def _readableFile(text: str) -> str:
     """A path to a file the gateway can read: a certificate, a key, a CA bundle."""
     if text and not os.access(text, os.R_OK):
@@ -216,6 +238,33 @@ class Config:
         "Gateway variables a kernel started with an env request inherits, besides PATH.",
         _names,
     )
+    # notebook-http mode.
+    allow_notebook_download: bool = option(
+        False,
+        "notebook-http: serve the notebook at GET /_api/source.",
+        _boolean,
+        owner="NotebookHTTPPersonality",
+    )
+    static_path: str = option(
+        "",
+        "notebook-http: serve the files of this directory under /public/.",
+        owner="NotebookHTTPPersonality",
+    )
+    comment_prefix: tuple[tuple[str, str], ...] = option(
+        (),
+        "notebook-http: annotation comment prefix by language, as JSON, added to the built-in "
+        'map (# by default, // for scala, java, javascript, go, -- for sql...), e.g. {"r": "#"}.',
+        _prefixes,
+        owner="NotebookHTTPPersonality",
+    )
+    request_timeout: float = option(
+        0.0,
+        "notebook-http: seconds a request may run before it gets 504 and its kernel is "
+        "interrupted (0: no limit, as in KG).",
+        _seconds,
+        owner="NotebookHTTPPersonality",
+        kgwOnly=True,
+    )
     max_message_size: int = option(
         64 * 1024 * 1024,
         "Largest websocket message accepted from a client, in bytes; a larger one closes the "
@@ -281,6 +330,8 @@ def _fileValue(value: Any) -> Any:
         if not all(isinstance(v, str) for v in value):
             raise ConfigError(f"expected a list of strings, got {value!r}")
         return value
+    if isinstance(value, dict):
+        return json.dumps(value)
     if isinstance(value, bool):
         return "True" if value else "False"
     if isinstance(value, (int, float, str)):

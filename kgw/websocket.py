@@ -83,6 +83,8 @@ class ChannelsProtocol(WebSocketServerProtocol):
 
     def relay(self, channel: str, header: dict[str, Any], parts: Sequence[bytes]) -> None:
         """Send one message from the kernel to this client, in the client's wire format."""
+        if self.state != self.STATE_OPEN:
+            return  # closing: the kernel's message can no longer reach this client
         if self.v1:
             self.sendMessage(wire.encode_v1(channel, parts), isBinary=True)
             return

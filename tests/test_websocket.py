@@ -14,9 +14,12 @@ CONTENT = b'{ "b" : 2,   "a" : [1,2] }'
 PARTS = [b'{"msg_id": "m1", "msg_type": "stream"}', b"{}", b"{}", CONTENT]
 
 
-def relayed(v1: bool, parts: list[bytes]) -> list[tuple[bytes, bool]]:
+def relayed(
+    v1: bool, parts: list[bytes], state: int = ChannelsProtocol.STATE_OPEN
+) -> list[tuple[bytes, bool]]:
     protocol = ChannelsProtocol()
     protocol.v1 = v1
+    protocol.state = state
     sent: list[tuple[bytes, bool]] = []
     protocol.sendMessage = lambda payload, isBinary=False: sent.append((payload, isBinary))
     protocol.relay("iopub", json.loads(parts[0]), parts)
@@ -47,3 +50,8 @@ class RelayTests(SynchronousTestCase):
         _, msg = wire.decode_legacy(payload, True)
         self.assertEqual(msg["buffers"], [b"\x00\x01", b"\xff"])
         self.assertEqual(msg["content"], {"a": [1, 2], "b": 2})
+
+    def test_nothingSentWhileClosing(self):
+        """A message from the kernel is dropped once the websocket is closing, not sent."""
+        self.assertEqual(relayed(True, PARTS, ChannelsProtocol.STATE_CLOSING), [])
+        self.assertEqual(relayed(False, PARTS, ChannelsProtocol.STATE_CLOSED), [])

@@ -20,7 +20,7 @@ from typing import Any, Protocol
 
 import zmq
 from jupyter_client.session import Session
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.defer import TimeoutError as DeferredTimeout
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
@@ -220,6 +220,7 @@ class KernelChannels:
         self.closed = False
         self.held = False
         self._iopubWaiters: list[Callable[[], None]] = []
+        self._iopubObservers: list[Callable[[dict[str, Any], Sequence[bytes]], None]] = []
         self._readyWaits: set[Callable[[object], None]] = set()
         self._iopub = JupyterSocket(
             factory, zmq.SUB, address(info, "iopub"), self._iopubReceived, clock=clock
@@ -239,6 +240,8 @@ class KernelChannels:
             # subscriber, the gateway, not for the clients, who did not subscribe.
             return
         self._onMessage("iopub", header, parts)
+        for observer in list(self._iopubObservers):
+            observer(header, parts)
         for client in list(self.clients):
             client.relay("iopub", header, parts)
 
@@ -316,6 +319,85 @@ class KernelChannels:
         nudge(0.1)
         return done
 
+    def execute(self, code: str) -> Deferred[dict[str, Any]]:
+        """
+        Run C{code} on the kernel for the gateway itself, over a shell socket of its own, and
+        fire with the content of its C{execute_reply} once the kernel is idle again.
+
+        Attached clients see the execution's iopub messages but not its reply; C{input()} fails,
+        as there is no stdin. Cancelling stops the wait, not the execution.
+        """
+        done: Deferred[dict[str, Any]] = Deferred(lambda _: finish(CancelledError()))
+        if self.closed:
+            done.errback(ConnectionDone("the kernel's channels are closed"))
+            return done
+        request, parts = self.signer.message(
+            "execute_request",
+            {
+                "code": code,
+                "silent": False,
+                "store_history": True,
+                "user_expressions": {},
+                "allow_stdin": False,
+                "stop_on_error": True,
+            },
+        )
+        msgId = request["msg_id"]
+        state: dict[str, Any] = {"reply": None, "idle": False}
+
+        def ours(parts: Sequence[bytes]) -> bool:
+            try:
+                return json.loads(parts[1]).get("msg_id") == msgId
+            except (ValueError, AttributeError):
+                return False
+
+        def check() -> None:
+            if state["reply"] is not None and state["idle"] and not done.called:
+                finish(state["reply"])
+
+        def gotReply(frames: list[bytes]) -> None:
+            try:
+                header, parts = self.signer.unwrap(frames)
+            except MessageError:
+                return
+            if header.get("msg_type") == "execute_reply" and ours(parts):
+                try:
+                    content = json.loads(parts[3])
+                except ValueError:
+                    content = None
+                state["reply"] = content if isinstance(content, dict) else {"status": "error"}
+                check()
+
+        def gotIOPub(header: dict[str, Any], parts: Sequence[bytes]) -> None:
+            if header.get("msg_type") == "status" and ours(parts):
+                try:
+                    idle = json.loads(parts[3]).get("execution_state") == "idle"
+                except (ValueError, AttributeError):
+                    idle = False
+                if idle:
+                    state["idle"] = True
+                    check()
+
+        def finish(result: object) -> None:
+            self._readyWaits.discard(finish)
+            if gotIOPub in self._iopubObservers:
+                self._iopubObservers.remove(gotIOPub)
+            shell.shutdown()
+            if done.called:
+                return
+            if isinstance(result, Exception):
+                done.errback(result)
+            else:
+                done.callback(result)
+
+        shell = JupyterSocket(
+            self._factory, zmq.DEALER, address(self._info, "shell"), gotReply, clock=self.clock
+        )
+        self._iopubObservers.append(gotIOPub)
+        self._readyWaits.add(finish)
+        shell.sendMessage(self.signer.frames(parts))
+        return done
+
     def hold(self) -> None:
         """
         Keep clients' messages back while the kernel restarts: until iopub is subscribed again,
@@ -348,7 +430,7 @@ class KernelChannels:
     def close(self, code: int, reason: str) -> None:
         """
         Tell every client the kernel is gone, with websocket close C{code}; close all sockets.
-        A L{waitUntilReady} still waiting fails.
+        A L{waitUntilReady} or L{execute} still waiting fails.
         """
         self.closed = True
         for finish in list(self._readyWaits):

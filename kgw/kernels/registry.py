@@ -18,13 +18,24 @@ from jupyter_client.kernelspec import NATIVE_KERNEL_NAME, KernelSpecManager
 from jupyter_client.kernelspec import NoSuchKernel as _NoSuchSpec
 from jupyter_core.paths import jupyter_runtime_dir
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, DeferredList, DeferredLock, ensureDeferred
+from twisted.internet.defer import (
+    CancelledError,
+    Deferred,
+    DeferredList,
+    DeferredLock,
+    ensureDeferred,
+    gatherResults,
+    maybeDeferred,
+    succeed,
+)
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from txzmq import ZmqFactory
 
 from kgw.errors import (
+    GatewayError,
     KernelLimitReached,
     KernelStartFailed,
     NoSuchKernel,
@@ -32,6 +43,7 @@ from kgw.errors import (
 )
 from kgw.kernels.channels import KernelChannels
 from kgw.kernels.process import KernelProcess
+from kgw.kernels.seed import Seed, SeedFailed
 
 log = Logger()
 
@@ -89,6 +101,9 @@ class KernelRegistry(Service):
 
     @param clock: schedules the process watcher and the start-up handshake.
     @param specs: where kernelspecs are found.
+    @param forceKernelName: the kernelspec of every kernel, whatever a request names.
+    @param prespawnCount: how many kernels to start with the service.
+    @param seed: the notebook whose code runs on each new kernel it applies to.
     @param environment: builds a kernel's environment from a client's C{env} request.
     @param processFactory: makes the L{KernelProcess} of a new kernel from its kernelspec name,
         the kernelspec manager and its connection file's path.
@@ -101,7 +116,10 @@ class KernelRegistry(Service):
         clock: IReactorTime,
         specs: KernelSpecManager | None = None,
         defaultKernelName: str = "",
+        forceKernelName: str = "",
         maxKernels: int = 0,
+        prespawnCount: int = 0,
+        seed: Seed | None = None,
         restartLimit: int = 5,
         watchInterval: float = 1.0,
         startTimeout: float = 60.0,
@@ -112,7 +130,10 @@ class KernelRegistry(Service):
         self.clock = clock
         self.specs = specs if specs is not None else KernelSpecManager()
         self.defaultKernelName = defaultKernelName or NATIVE_KERNEL_NAME
+        self.forceKernelName = forceKernelName
         self.maxKernels = maxKernels
+        self.prespawnCount = prespawnCount
+        self.seed = seed
         self.restartLimit = restartLimit
         self.watchInterval = watchInterval
         self.startTimeout = startTimeout
@@ -120,6 +141,11 @@ class KernelRegistry(Service):
         self.runtimeDir = runtimeDir or jupyter_runtime_dir()
         self._kernels: dict[str, Kernel] = {}
         self._starting = 0
+        # Kernels started but not handed out yet, and a Deferred per start that fires at its end.
+        self._launching: dict[str, Kernel] = {}
+        self._pending: set[Deferred[None]] = set()
+        self._prespawning: Deferred[None] = succeed(None)
+        self._stopping = False
         self._zmq: ZmqFactory | None = None
         self._processFactory = processFactory
 
@@ -129,13 +155,24 @@ class KernelRegistry(Service):
         super().startService()
         os.makedirs(self.runtimeDir, exist_ok=True)
         self._zmq = ZmqFactory()
+        self._stopping = False
+        if self.prespawnCount:
+            self._prespawning = self._prespawn(self.prespawnCount)
 
     def stopService(self) -> Deferred[None]:
-        """Shut every kernel down, telling its clients first; then close ZeroMQ."""
+        """
+        Shut every kernel down, telling its clients first, and wait for the starts in flight to
+        give up; then close ZeroMQ.
+        """
         super().stopService()
+        self._stopping = True
+        for kernel in list(self._launching.values()):
+            if kernel.channels is not None:
+                kernel.channels.close(1001, "gateway shutting down")
         kernels = list(self._kernels)
         d = DeferredList(
             [self.shutdownKernel(k, code=1001, reason="gateway shutting down") for k in kernels]
+            + list(self._pending)
         )
 
         def closeZmq(_: object) -> None:
@@ -144,6 +181,33 @@ class KernelRegistry(Service):
                 self._zmq = None
 
         return d.addCallback(closeZmq)
+
+    def _prespawn(self, count: int) -> Deferred[None]:
+        """
+        Start C{count} kernels at once, of the seed's kernelspec if it names one, as KG does; a
+        kernel that fails to start is logged.
+        """
+        name = self.seed.kernelName if self.seed is not None else None
+
+        def failed(failure: Failure) -> None:
+            if failure.check(GatewayError):
+                log.error("Prespawning a kernel failed: {error}", error=failure.value)
+            else:
+                log.failure("Prespawning a kernel failed", failure)
+
+        starts = [maybeDeferred(self.startKernel, name).addErrback(failed) for _ in range(count)]
+        return gatherResults(starts).addCallback(lambda _: None)
+
+    def whenPrespawned(self) -> Deferred[None]:
+        """Fire once the kernels started with the service are handed out or have failed."""
+        waiter: Deferred[None] = Deferred()
+
+        def fire(result: object) -> object:
+            waiter.callback(None)
+            return result
+
+        self._prespawning.addBoth(fire)
+        return waiter
 
     # Queries
 
@@ -187,27 +251,37 @@ class KernelRegistry(Service):
         Cancelling the returned Deferred does not stop the start: a kernel whose client went
         away is still registered, as jupyter_server does, rather than leaked half-started.
 
+        With C{force_kernel_name} set, C{name} is ignored. A kernel the seed notebook applies
+        to is handed out only once every cell of the notebook has run on it.
+
         @raise NoSuchKernelSpec: synchronously, for an unknown kernelspec name.
         @raise KernelLimitReached: synchronously, when C{max_kernels} kernels run or start.
         @raise InvalidRequest: synchronously, for a malformed C{env}.
         """
-        name = name or self.defaultKernelName
-        self.specModel(name)
+        name = self.forceKernelName or name or self.defaultKernelName
+        spec, _ = self.specModel(name)
         if self.maxKernels and len(self._kernels) + self._starting >= self.maxKernels:
             raise KernelLimitReached(
                 f"A max kernels limit of {self.maxKernels} has been set; no more kernels may start"
             )
         environment = self._environment(env)
+        seed = self.seed
+        if seed is not None and not seed.appliesTo(name, spec.get("language")):
+            seed = None
         self._starting += 1
+        finished: Deferred[None] = Deferred()
+        self._pending.add(finished)
 
         def started(result: object) -> object:
             self._starting -= 1
+            self._pending.discard(finished)
+            finished.callback(None)
             return result
 
-        start = ensureDeferred(self._start(name, environment)).addBoth(started)
+        start = ensureDeferred(self._start(name, environment, seed)).addBoth(started)
         return _uncancellable(start)
 
-    async def _start(self, name: str, env: dict[str, str]) -> Kernel:
+    async def _start(self, name: str, env: dict[str, str], seed: Seed | None) -> Kernel:
         kernelId = str(uuid.uuid4())
         process = self._processFactory(
             name, self.specs, os.path.join(self.runtimeDir, f"kernel-{kernelId}.json")
@@ -218,19 +292,11 @@ class KernelRegistry(Service):
         if workdir and os.path.isdir(workdir):
             launch["cwd"] = workdir
         log.info("Starting kernel {kernelId} ({name})", kernelId=kernelId, name=name)
+        self._launching[kernelId] = kernel
         try:
-            await process.start(**launch)
-        except Exception as e:
-            log.failure("Kernel {kernelId} failed to start", kernelId=kernelId)
-            await process.cleanup()
-            raise KernelStartFailed(f"Kernel {name} failed to start: {e}") from e
-        try:
-            await self._connect(kernel)
-        except Exception as e:
-            if kernel.channels is not None:
-                kernel.channels.close(1011, "kernel failed to start")
-            await process.shutdown(now=True)
-            raise KernelStartFailed(f"Kernel {name} did not answer: {e}") from e
+            await self._launch(kernel, launch, seed)
+        finally:
+            del self._launching[kernelId]
         self._kernels[kernelId] = kernel
         kernel.watcher = LoopingCall(self._watch, kernel)
         kernel.watcher.clock = self.clock
@@ -239,6 +305,91 @@ class KernelRegistry(Service):
         )
         log.info("Kernel {kernelId} started", kernelId=kernelId)
         return kernel
+
+    async def _launch(self, kernel: Kernel, launch: dict[str, Any], seed: Seed | None) -> None:
+        """Start a kernel's process, wait for it to answer and seed it; or leave nothing behind."""
+        process = kernel.process
+        try:
+            await process.start(**launch)
+        except Exception as e:
+            log.failure("Kernel {kernelId} failed to start", kernelId=kernel.id)
+            await process.cleanup()
+            raise KernelStartFailed(f"Kernel {kernel.name} failed to start: {e}") from e
+        try:
+            if self._stopping:
+                raise KernelStartFailed("The gateway is shutting down")
+            await self._connect(kernel)
+            if seed is not None:
+                await self._applySeed(kernel, seed)
+            if self._stopping:
+                raise KernelStartFailed("The gateway is shutting down")
+        except Exception as e:
+            if kernel.channels is not None:
+                kernel.channels.close(1011, "kernel failed to start")
+            await process.shutdown(now=True)
+            if isinstance(e, KernelStartFailed):
+                raise
+            raise KernelStartFailed(f"Kernel {kernel.name} did not answer: {e}") from e
+
+    async def _applySeed(self, kernel: Kernel, seed: Seed) -> None:
+        """
+        Run the seed notebook's code cells on a new kernel, one after the other.
+
+        @raise SeedFailed: naming the error of the first cell that fails.
+        """
+        log.info("Seeding kernel {kernelId} with {path}", kernelId=kernel.id, path=seed.path)
+        for number, code in enumerate(seed.cells, 1):
+            reply = await self._whileAlive(kernel, self._execute(kernel, code))
+            status = reply.get("status")
+            if status == "ok":
+                continue
+            if status == "error":
+                problem = f"{reply.get('ename')}: {reply.get('evalue')}"
+            else:
+                problem = f"status {status!r}"
+            log.error(
+                "Seed cell {number} of {path} failed on kernel {kernelId}: {problem}",
+                number=number,
+                path=seed.path,
+                kernelId=kernel.id,
+                problem=problem,
+            )
+            raise SeedFailed(f"Error seeding kernel {kernel.name}: cell {number} raised {problem}")
+
+    def _execute(self, kernel: Kernel, code: str) -> Deferred[dict[str, Any]]:
+        """Run C{code} on a kernel and fire with its C{execute_reply} content."""
+        assert kernel.channels is not None
+        return kernel.channels.execute(code)
+
+    def _whileAlive(self, kernel: Kernel, d: Deferred[Any]) -> Deferred[Any]:
+        """
+        C{d}'s result, unless the kernel's process dies first: then C{d} is cancelled and
+        L{KernelStartFailed} raised.
+        """
+        died: list[bool] = []
+
+        def check() -> Deferred[None]:
+            def alive(isAlive: bool) -> None:
+                if not isAlive and not d.called:
+                    died.append(True)
+                    d.cancel()
+
+            return kernel.process.isAlive().addCallbacks(alive, lambda _: None)
+
+        watch = LoopingCall(check)
+        watch.clock = self.clock
+        watch.start(self.watchInterval, now=False)
+
+        def stop(result: object) -> object:
+            if watch.running:
+                watch.stop()
+            if died and isinstance(result, Failure) and result.check(CancelledError):
+                raise KernelStartFailed(
+                    f"Kernel {kernel.name} died while running the seed notebook"
+                )
+            return result
+
+        return d.addBoth(stop)
 
     def _connect(self, kernel: Kernel) -> Deferred[None]:
         """Open a new kernel's channels and fire once it answers on them."""

@@ -25,18 +25,24 @@ def buildGateway(
     The kernel registry (a service to start) and the root resource serving the API.
 
     @param registryArguments: passed on to L{KernelRegistry}, for tests.
+    @raise kgw.config.ConfigError: if the seed notebook cannot be loaded.
     """
+    from kgw.kernels.seed import loadSeed
+
     environ = dict(os.environ)
     kernels = KernelRegistry(
         clock,
         defaultKernelName=config.default_kernel_name,
+        forceKernelName=config.force_kernel_name,
         maxKernels=config.max_kernels,
+        prespawnCount=config.prespawn_count,
         restartLimit=config.restart_limit,
         environment=lambda requested: kernelEnvironment(
             requested, environ, config.env_whitelist, config.env_process_whitelist
         ),
         **registryArguments,
     )
+    kernels.seed = loadSeed(config, kernels.specs)
     api = GatewayAPI(
         kernels,
         SessionRegistry(kernels),
@@ -44,9 +50,14 @@ def buildGateway(
         baseURL=config.base_url,
         listKernels=config.list_kernels,
     )
-    return kernels, Edge(api.app.resource(), config.base_url)
+    return kernels, Edge.fromConfig(api.app.resource(), config)
 
 
 def buildSite(resource: IResource) -> Site:
-    """The HTTP factory serving C{resource} on every listening endpoint."""
-    return Site(resource)
+    """
+    The HTTP factory serving C{resource} on every listening endpoint; its access log never shows
+    a token.
+    """
+    from kgw.api.access import accessLogFormatter
+
+    return Site(resource, logFormatter=accessLogFormatter)

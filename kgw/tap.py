@@ -18,6 +18,7 @@ from twisted.logger import (
 from twisted.python import usage
 
 from kgw.config import Config, ConfigError, envVar, flag, loadConfigFile, qualifiedNames
+from kgw.listen import checkTLS
 
 ALIASES = {
     "kernel_gateway.jupyter_websocket": "jupyter-websocket",
@@ -166,24 +167,26 @@ def check(config: Config) -> Config:
         raise ConfigError("keyfile needs certfile")
     if config.client_ca and not config.certfile:
         raise ConfigError("client_ca needs certfile: client certificates need TLS")
+    checkTLS(config)
+    # A bad seed notebook is a usage error, found before anything starts.
+    from kgw.kernels.seed import loadSeed
+
+    loadSeed(config)
     return config
 
 
 def makeService(options: Options) -> IService:
-    """Wire the kernel registry first and the listener after, so the listener stops first."""
-    from twisted.application import strports
+    """Wire the kernel registry first and the listeners after, so the listeners stop first."""
     from twisted.internet import reactor
 
     from kgw.gateway import buildGateway, buildSite
+    from kgw.listen import listeningServices
 
     config = options.config
     assert config is not None
     top = MultiService()
     kernels, resource = buildGateway(config, reactor)
     kernels.setServiceParent(top)
-    interface = config.ip.replace(":", r"\:")
-    listener = strports.service(
-        f"tcp:port={config.port}:interface={interface}", buildSite(resource), reactor=reactor
-    )
-    listener.setServiceParent(top)
+    for listener in listeningServices(config, buildSite(resource), reactor):
+        listener.setServiceParent(top)
     return top

@@ -13,6 +13,7 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
+from kgw.api.access import AccessPolicy
 from kgw.api.app import GatewayAPI
 from kgw.api.edge import Edge
 from kgw.kernels.environment import kernelEnvironment
@@ -29,9 +30,17 @@ class FakeProcess:
     """
     A L{kgw.kernels.process.KernelProcess} without a process: every operation succeeds at once
     and is recorded in C{calls} as C{(operation, arguments)}.
+
+    @param startLater: make C{start} wait until the test fires C{self.starting}.
     """
 
-    def __init__(self, name: str, specs: KernelSpecManager, connectionFile: str) -> None:
+    def __init__(
+        self,
+        name: str,
+        specs: KernelSpecManager,
+        connectionFile: str,
+        startLater: bool = False,
+    ) -> None:
         self.name = name
         self.specs = specs
         self.connectionFile = connectionFile
@@ -49,6 +58,8 @@ class FakeProcess:
         }
         self.pid: int | None = None
         self.calls: list[tuple[str, dict[str, Any]]] = []
+        self.startLater = startLater
+        self.starting: Deferred[None] | None = None
 
     def _record(self, operation: str, result: Any = None, **arguments: Any) -> Deferred[Any]:
         self.calls.append((operation, arguments))
@@ -59,7 +70,11 @@ class FakeProcess:
         return [operation for operation, _ in self.calls]
 
     def start(self, **launch: Any) -> Deferred[None]:
-        return self._record("start", **launch)
+        started = self._record("start", **launch)
+        if self.startLater:
+            self.starting = Deferred()
+            return self.starting
+        return started
 
     def cleanup(self) -> Deferred[None]:
         return self._record("cleanup")
@@ -106,17 +121,20 @@ def writeKernelspecs(directory: str) -> None:
 
 
 def makeRegistry(testCase: SynchronousTestCase, **kw: Any) -> OfflineRegistry:
-    """An offline registry of L{FakeProcess}es over fresh kernelspecs C{fake} and C{other}."""
+    """
+    An offline registry of L{FakeProcess}es (unless C{processFactory} says otherwise) over fresh
+    kernelspecs C{fake} and C{other}.
+    """
     root = os.path.abspath(testCase.mktemp())
     specsDir = os.path.join(root, "kernels")
     writeKernelspecs(specsDir)
     kw.setdefault("defaultKernelName", "fake")
+    kw.setdefault("processFactory", FakeProcess)
     return OfflineRegistry(
         Clock(),
         specs=KernelSpecManager(kernel_dirs=[specsDir], ensure_native_kernel=False),
         environment=lambda requested: kernelEnvironment(requested, {"PATH": "/bin"}),
         runtimeDir=os.path.join(root, "runtime"),
-        processFactory=FakeProcess,
         **kw,
     )
 
@@ -126,11 +144,13 @@ def makeAPI(
     baseURL: str = "/",
     listKernels: bool = True,
     maxKernels: int = 0,
+    access: AccessPolicy | None = None,
     **kw: Any,
 ) -> tuple[StubTreq, OfflineRegistry]:
     """
     The gateway's resource tree over an offline registry, behind a L{StubTreq}.
 
+    @param access: the edge's access policy (none: no token, no CORS headers).
     @param kw: passed on to L{OfflineRegistry}.
     @return: the client and the registry.
     """
@@ -142,4 +162,4 @@ def makeAPI(
         baseURL=baseURL,
         listKernels=listKernels,
     )
-    return StubTreq(Edge(api.app.resource(), baseURL)), kernels
+    return StubTreq(Edge(api.app.resource(), baseURL, access)), kernels

@@ -16,16 +16,19 @@ import json
 import os
 from collections import deque
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import zmq
 from jupyter_client.session import Session
-from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.defer import Deferred, fail
 from twisted.internet.defer import TimeoutError as DeferredTimeout
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from txzmq import ZmqConnection, ZmqEndpoint, ZmqEndpointType, ZmqFactory
+
+if TYPE_CHECKING:
+    from kgw.kernels.execution import KernelCaller
 
 DELIMITER = b"<IDS|MSG>"
 CLIENT_CHANNELS = ("shell", "control", "stdin")
@@ -212,15 +215,15 @@ class KernelChannels:
         onMessage: Callable[[str, dict[str, Any], Sequence[bytes]], None],
     ) -> None:
         self.signer = Signer(session)
-        self._factory = factory
-        self._info = info
+        self.factory = factory
+        self.info = info
         self.clock = clock
         self._onMessage = onMessage
         self.clients: dict[Client, ClientChannels] = {}
         self.closed = False
         self.held = False
         self._iopubWaiters: list[Callable[[], None]] = []
-        self._iopubObservers: list[Callable[[dict[str, Any], Sequence[bytes]], None]] = []
+        self._caller: KernelCaller | None = None
         self._readyWaits: set[Callable[[object], None]] = set()
         self._iopub = JupyterSocket(
             factory, zmq.SUB, address(info, "iopub"), self._iopubReceived, clock=clock
@@ -240,8 +243,8 @@ class KernelChannels:
             # subscriber, the gateway, not for the clients, who did not subscribe.
             return
         self._onMessage("iopub", header, parts)
-        for observer in list(self._iopubObservers):
-            observer(header, parts)
+        if self._caller is not None:
+            self._caller.iopubReceived(header, parts)
         for client in list(self.clients):
             client.relay("iopub", header, parts)
 
@@ -300,7 +303,7 @@ class KernelChannels:
                 done.callback(None)
 
         shell = JupyterSocket(
-            self._factory, zmq.DEALER, address(self._info, "shell"), gotReply, clock=self.clock
+            self.factory, zmq.DEALER, address(self.info, "shell"), gotReply, clock=self.clock
         )
         self._iopubWaiters.append(gotIOPub)
         self._readyWaits.add(finish)
@@ -319,84 +322,23 @@ class KernelChannels:
         nudge(0.1)
         return done
 
+    @property
+    def caller(self) -> KernelCaller:
+        """The gateway's own shell connection to the kernel, opened when first needed."""
+        if self._caller is None:
+            from kgw.kernels.execution import KernelCaller
+
+            self._caller = KernelCaller(self)
+        return self._caller
+
     def execute(self, code: str) -> Deferred[dict[str, Any]]:
         """
-        Run C{code} on the kernel for the gateway itself, over a shell socket of its own, and
-        fire with the content of its C{execute_reply} once the kernel is idle again.
-
-        Attached clients see the execution's iopub messages but not its reply; C{input()} fails,
-        as there is no stdin. Cancelling stops the wait, not the execution.
+        Run C{code} for the gateway itself and fire with its C{execute_reply} content, once the
+        kernel is idle again. Clients see its iopub messages, not its reply.
         """
-        done: Deferred[dict[str, Any]] = Deferred(lambda _: finish(CancelledError()))
         if self.closed:
-            done.errback(ConnectionDone("the kernel's channels are closed"))
-            return done
-        request, parts = self.signer.message(
-            "execute_request",
-            {
-                "code": code,
-                "silent": False,
-                "store_history": True,
-                "user_expressions": {},
-                "allow_stdin": False,
-                "stop_on_error": True,
-            },
-        )
-        msgId = request["msg_id"]
-        state: dict[str, Any] = {"reply": None, "idle": False}
-
-        def ours(parts: Sequence[bytes]) -> bool:
-            try:
-                return json.loads(parts[1]).get("msg_id") == msgId
-            except (ValueError, AttributeError):
-                return False
-
-        def check() -> None:
-            if state["reply"] is not None and state["idle"] and not done.called:
-                finish(state["reply"])
-
-        def gotReply(frames: list[bytes]) -> None:
-            try:
-                header, parts = self.signer.unwrap(frames)
-            except MessageError:
-                return
-            if header.get("msg_type") == "execute_reply" and ours(parts):
-                try:
-                    content = json.loads(parts[3])
-                except ValueError:
-                    content = None
-                state["reply"] = content if isinstance(content, dict) else {"status": "error"}
-                check()
-
-        def gotIOPub(header: dict[str, Any], parts: Sequence[bytes]) -> None:
-            if header.get("msg_type") == "status" and ours(parts):
-                try:
-                    idle = json.loads(parts[3]).get("execution_state") == "idle"
-                except (ValueError, AttributeError):
-                    idle = False
-                if idle:
-                    state["idle"] = True
-                    check()
-
-        def finish(result: object) -> None:
-            self._readyWaits.discard(finish)
-            if gotIOPub in self._iopubObservers:
-                self._iopubObservers.remove(gotIOPub)
-            shell.shutdown()
-            if done.called:
-                return
-            if isinstance(result, Exception):
-                done.errback(result)
-            else:
-                done.callback(result)
-
-        shell = JupyterSocket(
-            self._factory, zmq.DEALER, address(self._info, "shell"), gotReply, clock=self.clock
-        )
-        self._iopubObservers.append(gotIOPub)
-        self._readyWaits.add(finish)
-        shell.sendMessage(self.signer.frames(parts))
-        return done
+            return fail(ConnectionDone("the kernel's channels are closed"))
+        return self.caller.execute(code)
 
     def hold(self) -> None:
         """
@@ -406,16 +348,20 @@ class KernelChannels:
         self.held = True
         for channels in self.clients.values():
             channels.hold()
+        if self._caller is not None:
+            self._caller.hold()
 
     def release(self) -> None:
         """Send the messages kept back since L{hold}."""
         self.held = False
         for channels in self.clients.values():
             channels.release()
+        if self._caller is not None:
+            self._caller.release()
 
     def attach(self, client: Client) -> ClientChannels:
         """Give C{client} its own shell, control and stdin sockets and start relaying to it."""
-        channels = ClientChannels(self, client, self._factory, self._info)
+        channels = ClientChannels(self, client, self.factory, self.info)
         if self.held:
             channels.hold()
         self.clients[client] = channels
@@ -435,6 +381,8 @@ class KernelChannels:
         self.closed = True
         for finish in list(self._readyWaits):
             finish(ConnectionDone("the kernel's channels were closed"))
+        if self._caller is not None:
+            self._caller.close(ConnectionDone("the kernel's channels were closed"))
         for client in list(self.clients):
             self.detach(client)
             client.kernelGone(code, reason)

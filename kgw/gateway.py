@@ -3,39 +3,54 @@
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from typing import Any
 
+from twisted.application.service import MultiService
 from twisted.internet.interfaces import IReactorTime
 from twisted.web.resource import IResource
 from twisted.web.server import Site
 
 from kgw.api.app import GatewayAPI
 from kgw.api.edge import Edge
-from kgw.config import Config
+from kgw.config import Config, ConfigError
 from kgw.kernels.environment import kernelEnvironment
 from kgw.kernels.registry import KernelRegistry
+from kgw.kernels.seed import loadSeed
+from kgw.notebook_http.cells import notebookAPI
 from kgw.sessions import SessionRegistry
 from kgw.websocket import ChannelsFactory
 
 
-def buildGateway(
-    config: Config, clock: IReactorTime, **registryArguments: Any
-) -> tuple[KernelRegistry, IResource]:
+class Gateway(MultiService):
     """
-    The kernel registry (a service to start) and the root resource serving the API.
+    The services of one gateway (the kernel registry first, so that it stops last) and the
+    resource that serves its API.
+    """
+
+    def __init__(self, kernels: KernelRegistry, resource: IResource) -> None:
+        super().__init__()
+        self.kernels = kernels
+        self.resource = resource
+        kernels.setServiceParent(self)
+
+
+def buildGateway(config: Config, clock: IReactorTime, **registryArguments: Any) -> Gateway:
+    """
+    The gateway C{config} describes, in its API mode: jupyter-websocket or notebook-http.
 
     @param registryArguments: passed on to L{KernelRegistry}, for tests.
-    @raise kgw.config.ConfigError: if the seed notebook cannot be loaded.
+    @raise kgw.config.ConfigError: if the seed notebook cannot be loaded or served.
     """
-    from kgw.kernels.seed import loadSeed
-
     environ = dict(os.environ)
+    notebookHTTP = config.api == "notebook-http"
     kernels = KernelRegistry(
         clock,
         defaultKernelName=config.default_kernel_name,
         forceKernelName=config.force_kernel_name,
         maxKernels=config.max_kernels,
-        prespawnCount=config.prespawn_count,
+        # In notebook-http mode the kernels that answer requests are started by the lender.
+        prespawnCount=0 if notebookHTTP else config.prespawn_count,
         restartLimit=config.restart_limit,
         environment=lambda requested: kernelEnvironment(
             requested, environ, config.env_whitelist, config.env_process_whitelist
@@ -43,6 +58,8 @@ def buildGateway(
         **registryArguments,
     )
     kernels.seed = loadSeed(config, kernels.specs)
+    if notebookHTTP:
+        return _notebookHTTP(config, clock, kernels)
     api = GatewayAPI(
         kernels,
         SessionRegistry(kernels),
@@ -50,7 +67,32 @@ def buildGateway(
         baseURL=config.base_url,
         listKernels=config.list_kernels,
     )
-    return kernels, Edge.fromConfig(api.app.resource(), config)
+    return Gateway(kernels, Edge.fromConfig(api.app.resource(), config))
+
+
+def _notebookHTTP(config: Config, clock: IReactorTime, kernels: KernelRegistry) -> Gateway:
+    """A gateway serving the seed notebook's annotated cells; its other cells are the seed."""
+    from kgw.notebook_http.pool import KernelLender
+    from kgw.notebook_http.routes import NotebookAPIResource
+
+    seed = kernels.seed
+    if seed is None:
+        raise ConfigError("notebook-http mode needs a notebook: set seed_uri")
+    api = notebookAPI(seed.notebook, seed.path, config.comment_prefix)
+    kernels.seed = replace(seed, cells=tuple(api.seedCells))
+    lender = KernelLender(kernels, config.prespawn_count, clock)
+    resource = NotebookAPIResource(
+        api,
+        lender,
+        clock,
+        seed.path,
+        timeout=config.request_timeout,
+        allowDownload=config.allow_notebook_download,
+        staticPath=config.static_path,
+    )
+    gateway = Gateway(kernels, Edge.fromConfig(resource.app.resource(), config, routeOptions=True))
+    lender.setServiceParent(gateway)
+    return gateway
 
 
 def buildSite(resource: IResource) -> Site:

@@ -19,6 +19,7 @@ from twisted.python import usage
 
 from kgw.config import Config, ConfigError, envVar, flag, loadConfigFile, qualifiedNames
 from kgw.listen import checkTLS
+from kgw.notebook_http.cells import notebookAPI
 
 ALIASES = {
     "kernel_gateway.jupyter_websocket": "jupyter-websocket",
@@ -171,7 +172,11 @@ def check(config: Config) -> Config:
     # A bad seed notebook is a usage error, found before anything starts.
     from kgw.kernels.seed import loadSeed
 
-    loadSeed(config)
+    seed = loadSeed(config)
+    if config.api == "notebook-http":
+        if seed is None:
+            raise ConfigError("notebook-http mode needs a notebook: set seed_uri")
+        notebookAPI(seed.notebook, seed.path, config.comment_prefix)
     return config
 
 
@@ -185,8 +190,8 @@ def makeService(options: Options) -> IService:
     config = options.config
     assert config is not None
     top = MultiService()
-    kernels, resource = buildGateway(config, reactor)
-    kernels.setServiceParent(top)
-    for listener in listeningServices(config, buildSite(resource), reactor):
+    gateway = buildGateway(config, reactor)
+    gateway.setServiceParent(top)
+    for listener in listeningServices(config, buildSite(gateway.resource), reactor):
         listener.setServiceParent(top)
     return top

@@ -121,16 +121,19 @@ class RunningGateway(GatewayClient):
         self._before = childProcesses()
 
     async def start(self) -> RunningGateway:
-        self.kernels, resource = buildGateway(self.config, reactor, **self._registryArguments)
-        self.kernels.startService()
-        self.port = reactor.listenTCP(0, buildSite(resource), interface="127.0.0.1")
+        self.gateway = buildGateway(self.config, reactor, **self._registryArguments)
+        self.kernels = self.gateway.kernels
+        self.gateway.startService()
+        self.port = reactor.listenTCP(0, buildSite(self.gateway.resource), interface="127.0.0.1")
         self.portNumber = self.port.getHost().port
         self.test.addCleanup(self.stop)
         return self
 
     async def stop(self) -> None:
         await self.port.stopListening()
-        if self.kernels.running:
+        if self.gateway.running:
+            await self.gateway.stopService()
+        elif self.kernels.running:
             await self.kernels.stopService()
         strays = childProcesses() - self._before
         for pid in strays:

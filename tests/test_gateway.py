@@ -19,10 +19,8 @@ class WiringTests(SynchronousTestCase):
         specsDir = os.path.join(os.path.abspath(self.mktemp()), "kernels")
         writeKernelspecs(specsDir)
         specs = KernelSpecManager(kernel_dirs=[specsDir], ensure_native_kernel=False)
-        kernels, _ = buildGateway(
-            Config(**settings), Clock(), specs=specs, processFactory=FakeProcess
-        )
-        return kernels
+        gateway = buildGateway(Config(**settings), Clock(), specs=specs, processFactory=FakeProcess)
+        return gateway.kernels
 
     def test_defaultKernelName(self):
         """default_kernel_name is the kernelspec started when a request names none."""

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import mimetypes
-import os
 from typing import Any
 
 from autobahn.twisted.resource import WebSocketResource
@@ -13,8 +11,9 @@ from twisted.web.iweb import IRequest
 
 from kgw import __version__
 from kgw.api.errors import handleFailure, writeError
+from kgw.api.files import fileUnder, serveFile
 from kgw.api.openapi import build_openapi, to_yaml
-from kgw.errors import Forbidden, InvalidRequest, NoSuchResource
+from kgw.errors import Forbidden, InvalidRequest
 from kgw.kernels.registry import KernelRegistry, specResources
 from kgw.sessions import SessionRegistry
 from kgw.websocket import ChannelsFactory
@@ -123,15 +122,7 @@ class GatewayAPI:
     @app.route("/kernelspecs/<kernel_name>/<path:resource>", methods=["GET"])
     def kernelspecResource(self, request: IRequest, kernel_name: str, resource: str) -> bytes:
         _, resourceDir = self.kernels.specModel(kernel_name)
-        root = os.path.realpath(resourceDir)
-        path = os.path.realpath(os.path.join(root, resource))
-        if os.path.commonpath([root, path]) != root or not os.path.isfile(path):
-            raise NoSuchResource(f"No such resource {resource} in kernelspec {kernel_name}")
-        with open(path, "rb") as f:
-            data = f.read()
-        contentType = mimetypes.guess_type(path)[0] or "application/octet-stream"
-        request.setHeader(b"Content-Type", contentType.encode("ascii"))
-        return data
+        return serveFile(request, fileUnder(resourceDir, resource))
 
     # Kernels
 

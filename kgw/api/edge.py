@@ -28,17 +28,28 @@ class Edge(Resource):
     isLeaf = True
 
     def __init__(
-        self, inner: IResource, baseURL: str = "/", access: AccessPolicy | None = None
+        self,
+        inner: IResource,
+        baseURL: str = "/",
+        access: AccessPolicy | None = None,
+        routeOptions: bool = False,
     ) -> None:
         super().__init__()
         self._inner = inner
         self._prefix = [s.encode("utf-8") for s in baseURL.strip("/").split("/") if s]
         self._access = AccessPolicy() if access is None else access
+        self._routeOptions = routeOptions
 
     @classmethod
-    def fromConfig(cls, inner: IResource, config: Config) -> Edge:
-        """Serve C{inner} under the base URL and with the access policy of C{config}."""
-        return cls(inner, config.base_url, AccessPolicy.fromConfig(config))
+    def fromConfig(cls, inner: IResource, config: Config, routeOptions: bool = False) -> Edge:
+        """
+        Serve C{inner} under the base URL and with the access policy of C{config}.
+
+        @param routeOptions: pass C{OPTIONS} requests that are not CORS preflights (they carry
+            no C{Access-Control-Request-Method}) on to C{inner}, which answers them itself, as
+            a notebook declaring C{OPTIONS} endpoints does.
+        """
+        return cls(inner, config.base_url, AccessPolicy.fromConfig(config), routeOptions)
 
     def render(self, request: IRequest) -> bytes | int:
         self._access.addCORSHeaders(request)
@@ -51,7 +62,10 @@ class Edge(Resource):
                 origin=origin,
             )
             return writeError(request, 403, f"Requests from origin {origin} are not allowed")
-        preflight = request.method == b"OPTIONS"
+        preflight = request.method == b"OPTIONS" and (
+            not self._routeOptions
+            or request.getHeader(b"access-control-request-method") is not None
+        )
         if not preflight and not self._access.authorized(request):
             request.setHeader(b"WWW-Authenticate", b"token")
             return writeError(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -41,6 +41,8 @@ class Seed:
     cells: tuple[str, ...]
     kernelName: str | None
     language: str | None
+    # The whole notebook, for notebook-http mode, which reads its annotations.
+    notebook: Any = field(default=None, compare=False, repr=False)
 
     def appliesTo(self, kernelName: str, language: str | None) -> bool:
         """Whether a new kernel of this kernelspec and language is to be seeded."""
@@ -110,7 +112,7 @@ def loadSeed(config: Config, specs: KernelSpecManager | None = None) -> Seed | N
                 f"seed notebook {path!r}: there is no kernelspec named {kernelName!r}"
             ) from None
     cells = tuple(cell.source for cell in notebook.cells if cell.cell_type == "code")
-    return Seed(os.path.abspath(path), cells, kernelName, language)
+    return Seed(os.path.abspath(path), cells, kernelName, language, notebook)
 
 
 def _parse(path: str, raw: bytes) -> Any:

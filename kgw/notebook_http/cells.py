@@ -223,3 +223,19 @@ def match(endpoints: Sequence[Endpoint], path: str) -> tuple[list[Endpoint], dic
         else:
             return [e for e in endpoints if e.segments == template], parameters
     return [], {}
+
+
+def notebookAPI(
+    notebook: Mapping[str, Any], path: str, prefixes: Sequence[tuple[str, str]] = ()
+) -> NotebookAPI:
+    """
+    The endpoints a seed notebook declares, for start-up.
+
+    @raise ConfigError: naming the notebook and the cell whose annotation is invalid.
+    """
+    from kgw.config import ConfigError
+
+    try:
+        return parseNotebook(notebook, dict(prefixes))
+    except AnnotationError as e:
+        raise ConfigError(f"seed notebook {path!r}: {e}") from None

@@ -84,9 +84,10 @@ class TLSGateway(RunningGateway):
         return await super().request(method, path, body, agent=agent, **kw)
 
     async def start(self) -> TLSGateway:
-        self.kernels, resource = buildGateway(self.config, reactor)
-        self.kernels.startService()
-        [listener] = listeningServices(self.config, buildSite(resource), reactor)
+        self.gateway = buildGateway(self.config, reactor)
+        self.kernels = self.gateway.kernels
+        self.gateway.startService()
+        [listener] = listeningServices(self.config, buildSite(self.gateway.resource), reactor)
         listener.startService()
         self.port = listener.port
         self.portNumber = self.port.getHost().port

@@ -1,0 +1,92 @@
+"""The kernels that answer notebook-http requests, lent to one request at a time.
+
+Requests borrow an idle kernel, in the order they arrive, and give it back when their answer is
+complete. A kernel that died under a request is not given back: it is shut down and a new,
+seeded kernel takes its place, so later requests succeed.
+"""
+
+from __future__ import annotations
+
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred, DeferredQueue
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+
+from kgw.errors import NoSuchKernel
+from kgw.kernels.registry import Kernel, KernelRegistry
+
+log = Logger()
+
+
+class KernelLender(Service):
+    """
+    C{count} seeded kernels from C{kernels}, lent out first come, first served.
+
+    @param retryDelay: seconds between attempts to start a kernel that failed to start.
+    """
+
+    name = "notebook-http kernels"
+
+    def __init__(
+        self, kernels: KernelRegistry, count: int, clock: IReactorTime, retryDelay: float = 5.0
+    ) -> None:
+        self.kernels = kernels
+        self.count = max(1, count)
+        self.clock = clock
+        self.retryDelay = retryDelay
+        self._idle: DeferredQueue[Kernel] = DeferredQueue()
+        self._ours: set[str] = set()
+
+    def startService(self) -> None:
+        super().startService()
+        for _ in range(self.count):
+            self._addKernel()
+
+    def _addKernel(self) -> None:
+        if not self.running:
+            return
+
+        def started(kernel: Kernel) -> None:
+            self._ours.add(kernel.id)
+            self._idle.put(kernel)
+
+        def failed(failure: object) -> None:
+            log.failure("A notebook-http kernel failed to start; trying again", failure)
+            self.clock.callLater(self.retryDelay, self._addKernel)
+
+        try:
+            self.kernels.startKernel().addCallbacks(started, failed)
+        except Exception:
+            log.failure("A notebook-http kernel could not be started; trying again")
+            self.clock.callLater(self.retryDelay, self._addKernel)
+
+    def borrow(self) -> Deferred[Kernel]:
+        """
+        An idle kernel, as soon as one is free; waiting requests are served in arrival order.
+        Cancelling the Deferred gives up the place in the queue.
+        """
+        return self._idle.get()
+
+    def giveBack(self, kernel: Kernel) -> None:
+        """Make a kernel available again after a request."""
+        if kernel.id in self.kernels and kernel.channels is not None:
+            self._idle.put(kernel)
+        else:
+            self.replace(kernel)
+
+    def replace(self, kernel: Kernel) -> None:
+        """Shut down a kernel that cannot serve any more and start a seeded one in its place."""
+        self._ours.discard(kernel.id)
+        log.warn("Replacing notebook-http kernel {kernelId}", kernelId=kernel.id)
+        try:
+            d = self.kernels.shutdownKernel(kernel.id)
+        except NoSuchKernel:
+            self._addKernel()
+            return
+        d.addErrback(lambda f: log.failure("Shutting kernel {id} down failed", f, id=kernel.id))
+        d.addBoth(lambda _: self._addKernel())
+
+    @property
+    def idle(self) -> int:
+        """How many kernels wait for a request."""
+        return len(self._idle.pending)

@@ -265,6 +265,20 @@ class Config:
         owner="NotebookHTTPPersonality",
         kgwOnly=True,
     )
+    warm_kernels: int = option(
+        0,
+        "Started, seeded kernels kept ready for each warm kernelspec, so that a start request "
+        "is answered at once (0: none).",
+        _integer(0),
+        kgwOnly=True,
+    )
+    warm_kernel_names: tuple[str, ...] = option(
+        (),
+        "Kernelspecs the warm pool holds kernels of (comma-separated; default: the default "
+        "kernelspec).",
+        _names,
+        kgwOnly=True,
+    )
     max_message_size: int = option(
         64 * 1024 * 1024,
         "Largest websocket message accepted from a client, in bytes; a larger one closes the "

@@ -52,6 +52,9 @@ def buildGateway(config: Config, clock: IReactorTime, **registryArguments: Any) 
         # In notebook-http mode the kernels that answer requests are started by the lender.
         prespawnCount=0 if notebookHTTP else config.prespawn_count,
         restartLimit=config.restart_limit,
+        # notebook-http kernels are lent by the notebook's lender, never claimed from a pool.
+        warmKernels=0 if notebookHTTP else config.warm_kernels,
+        warmKernelNames=config.warm_kernel_names,
         environment=lambda requested: kernelEnvironment(
             requested, environ, config.env_whitelist, config.env_process_whitelist
         ),

@@ -376,8 +376,10 @@ class KernelChannels:
     def close(self, code: int, reason: str) -> None:
         """
         Tell every client the kernel is gone, with websocket close C{code}; close all sockets.
-        A L{waitUntilReady} or L{execute} still waiting fails.
+        A L{waitUntilReady} or L{execute} still waiting fails. Closing again does nothing.
         """
+        if self.closed:
+            return
         self.closed = True
         for finish in list(self._readyWaits):
             finish(ConnectionDone("the kernel's channels were closed"))

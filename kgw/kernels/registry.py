@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
@@ -42,6 +42,7 @@ from kgw.errors import (
     NoSuchKernelSpec,
 )
 from kgw.kernels.channels import KernelChannels
+from kgw.kernels.pool import WarmPool, environmentCode
 from kgw.kernels.process import KernelProcess
 from kgw.kernels.seed import Seed, SeedFailed
 
@@ -107,6 +108,8 @@ class KernelRegistry(Service):
     @param environment: builds a kernel's environment from a client's C{env} request.
     @param processFactory: makes the L{KernelProcess} of a new kernel from its kernelspec name,
         the kernelspec manager and its connection file's path.
+    @param warmKernels: how many started, seeded kernels to keep ready for each kernelspec of
+        C{warmKernelNames} (the default kernelspec when empty).
     """
 
     name = "kernels"
@@ -126,6 +129,8 @@ class KernelRegistry(Service):
         environment: Callable[[Any], dict[str, str]] | None = None,
         runtimeDir: str | None = None,
         processFactory: Callable[[str, KernelSpecManager, str], KernelProcess] = KernelProcess,
+        warmKernels: int = 0,
+        warmKernelNames: Sequence[str] = (),
     ) -> None:
         self.clock = clock
         self.specs = specs if specs is not None else KernelSpecManager()
@@ -148,6 +153,10 @@ class KernelRegistry(Service):
         self._stopping = False
         self._zmq: ZmqFactory | None = None
         self._processFactory = processFactory
+        self.pool: WarmPool | None = None
+        if warmKernels:
+            names = warmKernelNames or [self.forceKernelName or self.defaultKernelName]
+            self.pool = WarmPool(warmKernels, names, self._createWarm, _discard, clock)
 
     # Service
 
@@ -158,6 +167,8 @@ class KernelRegistry(Service):
         self._stopping = False
         if self.prespawnCount:
             self._prespawning = self._prespawn(self.prespawnCount)
+        if self.pool is not None:
+            self.pool.start()
 
     def stopService(self) -> Deferred[None]:
         """
@@ -173,6 +184,7 @@ class KernelRegistry(Service):
         d = DeferredList(
             [self.shutdownKernel(k, code=1001, reason="gateway shutting down") for k in kernels]
             + list(self._pending)
+            + ([self.pool.stop()] if self.pool is not None else [])
         )
 
         def closeZmq(_: object) -> None:
@@ -278,10 +290,55 @@ class KernelRegistry(Service):
             finished.callback(None)
             return result
 
-        start = ensureDeferred(self._start(name, environment, seed)).addBoth(started)
-        return _uncancellable(start)
+        warm = None
+        if self.pool is not None and (env is None or spec.get("language") == "python"):
+            warm = self.pool.take(name)
+        if warm is not None:
+            start = ensureDeferred(self._handOut(warm, env is not None, environment, seed))
+        else:
+            start = ensureDeferred(self._start(name, environment, seed))
+        return _uncancellable(start.addBoth(started))
+
+    def _seedFor(self, name: str) -> Seed | None:
+        seed = self.seed
+        if seed is None:
+            return None
+        spec, _ = self.specModel(name)
+        return seed if seed.appliesTo(name, spec.get("language")) else None
+
+    def _createWarm(self, name: str) -> Awaitable[Kernel]:
+        """A kernel for the warm pool: started as for a request without C{env}, and seeded."""
+        return self._create(name, self._environment(None), self._seedFor(name))
+
+    async def _handOut(
+        self, kernel: Kernel, applyEnv: bool, environment: dict[str, str], seed: Seed | None
+    ) -> Kernel:
+        """
+        Register a warm kernel for a start request; first give it the request's environment,
+        as a fresh start would have (Python kernels only). A kernel that died in the pool, or
+        cannot take the environment, is replaced by a fresh start.
+        """
+        usable = await kernel.process.isAlive() and kernel.channels is not None
+        if usable and applyEnv:
+            assert kernel.channels is not None
+            reply = await kernel.channels.caller.execute(
+                environmentCode(environment), silent=True, storeHistory=False
+            )
+            usable = reply.get("status") == "ok"
+        if not usable:
+            log.warn("Warm kernel {kernelId} is not usable; starting afresh", kernelId=kernel.id)
+            _discard(kernel)
+            return await self._start(kernel.name, environment, seed)
+        self._register(kernel)
+        return kernel
 
     async def _start(self, name: str, env: dict[str, str], seed: Seed | None) -> Kernel:
+        kernel = await self._create(name, env, seed)
+        self._register(kernel)
+        return kernel
+
+    async def _create(self, name: str, env: dict[str, str], seed: Seed | None) -> Kernel:
+        """A started (and seeded) kernel, not yet registered: nobody can find it by id."""
         kernelId = str(uuid.uuid4())
         process = self._processFactory(
             name, self.specs, os.path.join(self.runtimeDir, f"kernel-{kernelId}.json")
@@ -297,14 +354,17 @@ class KernelRegistry(Service):
             await self._launch(kernel, launch, seed)
         finally:
             del self._launching[kernelId]
-        self._kernels[kernelId] = kernel
+        return kernel
+
+    def _register(self, kernel: Kernel) -> None:
+        """Make a started kernel known by its id, and watch its process."""
+        self._kernels[kernel.id] = kernel
         kernel.watcher = LoopingCall(self._watch, kernel)
         kernel.watcher.clock = self.clock
         kernel.watcher.start(self.watchInterval, now=False).addErrback(
-            lambda f: log.failure("Watching kernel {kernelId} failed", f, kernelId=kernelId)
+            lambda f: log.failure("Watching kernel {kernelId} failed", f, kernelId=kernel.id)
         )
-        log.info("Kernel {kernelId} started", kernelId=kernelId)
-        return kernel
+        log.info("Kernel {kernelId} started", kernelId=kernel.id)
 
     async def _launch(self, kernel: Kernel, launch: dict[str, Any], seed: Seed | None) -> None:
         """Start a kernel's process, wait for it to answer and seed it; or leave nothing behind."""
@@ -484,6 +544,15 @@ class KernelRegistry(Service):
         _announce(kernel, "dead")
         if kernel.id in self._kernels:
             await self.shutdownKernel(kernel.id, code=1011, reason="kernel died")
+
+
+def _discard(kernel: Kernel) -> Deferred[None]:
+    """Shut down a kernel nobody was handed."""
+    if kernel.channels is not None:
+        kernel.channels.close(1001, "gateway shutting down")
+    return kernel.process.shutdown().addErrback(
+        lambda f: log.failure("Shutting down kernel {kernelId} failed", f, kernelId=kernel.id)
+    )
 
 
 def _hold(kernel: Kernel) -> None:

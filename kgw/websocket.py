@@ -45,7 +45,7 @@ class ChannelsProtocol(WebSocketServerProtocol):
         if self.kernel.channels is None:
             self.sendClose(CLOSE_NORMAL, "kernel is gone")
             return
-        self.channels = self.kernel.channels.attach(self)
+        self.channels = self.kernel.channels.attach(self, self.sessionId)
         log.debug(
             "Websocket opened on kernel {kernelId} ({protocol})",
             kernelId=self.kernel.id,

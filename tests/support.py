@@ -87,10 +87,16 @@ class GatewayClient:
         self.test.assertEqual(code, 201, model)
         return model
 
-    async def connect(self, kernelId: str, v1: bool = False, sessionId: str = "") -> Client:
-        """Open the channels websocket of a kernel, in the v1 or the legacy protocol."""
-        query = urlencode({"session_id": sessionId or uuid.uuid4().hex})
-        url = f"ws://{self.address}{self.baseURL}api/kernels/{kernelId}/channels?{query}"
+    async def connect(
+        self, kernelId: str, v1: bool = False, sessionId: str | None = None
+    ) -> Client:
+        """
+        Open the channels websocket of a kernel, in the v1 or the legacy protocol, with a new
+        session id unless C{sessionId} gives one (C{""}: none at all).
+        """
+        session = uuid.uuid4().hex if sessionId is None else sessionId
+        query = "?" + urlencode({"session_id": session}) if session else ""
+        url = f"ws://{self.address}{self.baseURL}api/kernels/{kernelId}/channels{query}"
         factory = WebSocketClientFactory(url, protocols=[wire.V1_PROTOCOL] if v1 else [])
         factory.protocol = Client
         factory.setProtocolOptions(maxMessagePayloadSize=0, maxFramePayloadSize=0)
@@ -221,6 +227,10 @@ class Client(WebSocketClientProtocol):
     async def execute(self, code: str, timeout: float = TIMEOUT) -> list[dict[str, Any]]:
         """Run C{code}; return every message of its execution, up to its reply and idle status."""
         msgId = self.send("execute_request", {"code": code, "silent": False})
+        return await self.collect(msgId, timeout)
+
+    async def collect(self, msgId: str, timeout: float = TIMEOUT) -> list[dict[str, Any]]:
+        """Every message answering request C{msgId}, up to its reply and idle status."""
         seen: list[dict[str, Any]] = []
         reply = idle = False
         while not (reply and idle):

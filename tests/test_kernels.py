@@ -11,7 +11,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from kgw.bridge import fromCoroutine
 from kgw.errors import InvalidRequest
-from kgw.kernels.channels import DELIMITER, MessageError, Signer, address
+from kgw.kernels.sockets import DELIMITER, MessageError, Signer, address
 from kgw.kernels.environment import kernelEnvironment
 from kgw.kernels.registry import isoformat
 

@@ -4,17 +4,12 @@ One L{KernelChannels} per kernel owns the iopub subscription, which lives as lon
 so that no client ever joins late and misses output, and fans each iopub message out to every
 attached client. Each attached client gets its own shell, control and stdin DEALER sockets, all
 with one identity, so the kernel's replies and input requests reach only the client that asked.
-
-Messages travel as "parts": the ZeroMQ frames after the signature, C{[header, parent_header,
-metadata, content, *buffers]}, as bytes. Only the header is parsed on the way through.
+Only the header of a message is parsed on the way through.
 """
 
 from __future__ import annotations
 
-import hmac
-import json
 import os
-from collections import deque
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -25,19 +20,17 @@ from twisted.internet.defer import TimeoutError as DeferredTimeout
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
-from txzmq import ZmqConnection, ZmqEndpoint, ZmqEndpointType, ZmqFactory
+from txzmq import ZmqFactory
+
+from kgw.kernels.buffering import BufferLimits, SessionBuffer
+from kgw.kernels.sockets import JupyterSocket, MessageError, Signer, address
 
 if TYPE_CHECKING:
     from kgw.kernels.execution import KernelCaller
 
-DELIMITER = b"<IDS|MSG>"
 CLIENT_CHANNELS = ("shell", "control", "stdin")
 
 log = Logger()
-
-
-class MessageError(ValueError):
-    """A ZeroMQ message that is not a correctly signed Jupyter message."""
 
 
 class Client(Protocol):
@@ -48,154 +41,6 @@ class Client(Protocol):
 
     def kernelGone(self, code: int, reason: str) -> None:
         """The kernel is shutting down or dead: close with websocket C{code} and C{reason}."""
-
-
-class Signer:
-    """Signs and checks messages with a kernel's key, as L{Session} defines the signature."""
-
-    def __init__(self, session: Session) -> None:
-        self._session = session
-
-    def sign(self, parts: Sequence[bytes]) -> bytes:
-        auth = self._session.auth
-        if auth is None:
-            return b""
-        h = auth.copy()
-        for part in parts[:4]:
-            h.update(part)
-        return h.hexdigest().encode("ascii")
-
-    def frames(self, parts: Sequence[bytes]) -> list[bytes]:
-        """The ZeroMQ frames that carry C{parts} to a kernel."""
-        return [DELIMITER, self.sign(parts), *parts]
-
-    def unwrap(self, frames: list[bytes]) -> tuple[dict[str, Any], list[bytes]]:
-        """
-        Check a message from the kernel and return its parsed header and its parts.
-
-        @raise MessageError: if the delimiter is missing, the signature is wrong or the header
-            is not a JSON object.
-        """
-        try:
-            start = frames.index(DELIMITER)
-        except ValueError:
-            raise MessageError("no delimiter") from None
-        signature = frames[start + 1] if len(frames) > start + 1 else b""
-        parts = frames[start + 2 :]
-        if len(parts) < 4:
-            raise MessageError(f"{len(parts)} parts, expected at least 4")
-        if self._session.auth is not None and not hmac.compare_digest(signature, self.sign(parts)):
-            raise MessageError("invalid signature")
-        try:
-            header = json.loads(parts[0])
-        except ValueError:
-            raise MessageError("header is not JSON") from None
-        if not isinstance(header, dict):
-            raise MessageError("header is not an object")
-        return header, parts
-
-    def message(self, msgType: str, content: dict[str, Any]) -> tuple[dict[str, Any], list[bytes]]:
-        """A new message from the gateway itself, as a parsed header and parts."""
-        msg = self._session.msg(msgType, content=content)
-        parts = self._session.serialize(msg)[2:]
-        return json.loads(parts[0]), parts
-
-
-class JupyterSocket(ZmqConnection):
-    """
-    A txZMQ connection that passes whole multipart messages to a callback, unframed.
-
-    Messages given to L{sendMessage} wait, in order, while the socket is L{held} (its kernel is
-    restarting and its iopub is not subscribed yet) or has no peer (txZMQ's C{send} raises
-    C{EAGAIN} rather than queueing), and go as soon as they can.
-
-    @param immediate: queue nothing inside ZeroMQ for a peer that is not connected (a dead
-        kernel), so that such messages wait here, where holding applies to them.
-    """
-
-    retryInterval = 0.02
-    maxBacklog = 10_000
-
-    def __init__(
-        self,
-        factory: ZmqFactory,
-        socketType: int,
-        address: str,
-        onMessage: Callable[[list[bytes]], None],
-        identity: bytes | None = None,
-        clock: IReactorTime | None = None,
-        immediate: bool = False,
-    ) -> None:
-        # ZmqConnection.__init__ reads socketType and may deliver messages at once.
-        self.socketType = socketType
-        self._onMessage = onMessage
-        self.clock = clock if clock is not None else factory.reactor
-        self.held = False
-        self._backlog: deque[list[bytes]] = deque()
-        self._retry: IDelayedCall | None = None
-        super().__init__(factory, None, identity)
-        if immediate:
-            self.socket.setsockopt(zmq.IMMEDIATE, 1)
-        if socketType == zmq.SUB:
-            self.socket.setsockopt(zmq.SUBSCRIBE, b"")
-        self.addEndpoints([ZmqEndpoint(ZmqEndpointType.connect, address)])
-
-    def messageReceived(self, message: list[bytes]) -> None:
-        self._onMessage(message)
-
-    def sendMessage(self, frames: list[bytes]) -> None:
-        """Send C{frames} now, or as soon as the socket is released and has a peer."""
-        if not self._backlog and not self.held and self._trySend(frames):
-            return
-        if len(self._backlog) >= self.maxBacklog:
-            log.warn("Dropped a message: {count} are waiting for the kernel", count=self.maxBacklog)
-            return
-        self._backlog.append(frames)
-        self._flush()
-
-    def hold(self) -> None:
-        """Keep messages back until L{release}."""
-        self.held = True
-
-    def release(self) -> None:
-        """Send what was kept back."""
-        self.held = False
-        self._flush()
-
-    def _trySend(self, frames: list[bytes]) -> bool:
-        try:
-            self.send(frames)
-        except zmq.ZMQError as e:
-            if e.errno == zmq.EAGAIN:
-                return False
-            raise
-        return True
-
-    def _flush(self) -> None:
-        if self._retry is not None and self._retry.active():
-            self._retry.cancel()
-        self._retry = None
-        if self.held or self.socket is None:
-            return
-        while self._backlog and self._trySend(self._backlog[0]):
-            self._backlog.popleft()
-        if self._backlog:
-            self._retry = self.clock.callLater(self.retryInterval, self._flush)
-
-    def shutdown(self) -> None:
-        if self._retry is not None and self._retry.active():
-            self._retry.cancel()
-        self._retry = None
-        self._backlog.clear()
-        super().shutdown()
-
-
-def address(info: dict[str, Any], channel: str) -> str:
-    """The ZeroMQ address of one of a kernel's channels, from its connection info."""
-    port = info[f"{channel}_port"]
-    if info.get("transport", "tcp") == "ipc":
-        return f"ipc://{info['ip']}-{port}"
-    return f"tcp://{info['ip']}:{port}"
 
 
 class KernelChannels:
@@ -213,6 +58,7 @@ class KernelChannels:
         session: Session,
         clock: IReactorTime,
         onMessage: Callable[[str, dict[str, Any], Sequence[bytes]], None],
+        bufferLimits: BufferLimits | None = None,
     ) -> None:
         self.signer = Signer(session)
         self.factory = factory
@@ -220,6 +66,9 @@ class KernelChannels:
         self.clock = clock
         self._onMessage = onMessage
         self.clients: dict[Client, ClientChannels] = {}
+        # Sessions whose last websocket closed: their buffer, sockets and expiry, by session id.
+        self.buffers: dict[str, tuple[SessionBuffer, ClientChannels, IDelayedCall]] = {}
+        self.bufferLimits = bufferLimits if bufferLimits is not None else BufferLimits()
         self.closed = False
         self.held = False
         self._iopubWaiters: list[Callable[[], None]] = []
@@ -247,6 +96,8 @@ class KernelChannels:
             self._caller.iopubReceived(header, parts)
         for client in list(self.clients):
             client.relay("iopub", header, parts)
+        for buffer, _, _ in self.buffers.values():
+            buffer.relay("iopub", header, parts)
 
     def broadcast(self, header: dict[str, Any], parts: Sequence[bytes]) -> None:
         """Send a message of the gateway's own to every client, as if it came on iopub."""
@@ -346,7 +197,7 @@ class KernelChannels:
         the output of anything the new kernel ran would be lost.
         """
         self.held = True
-        for channels in self.clients.values():
+        for channels in self._allClientChannels():
             channels.hold()
         if self._caller is not None:
             self._caller.hold()
@@ -354,24 +205,82 @@ class KernelChannels:
     def release(self) -> None:
         """Send the messages kept back since L{hold}."""
         self.held = False
-        for channels in self.clients.values():
+        for channels in self._allClientChannels():
             channels.release()
         if self._caller is not None:
             self._caller.release()
 
-    def attach(self, client: Client) -> ClientChannels:
-        """Give C{client} its own shell, control and stdin sockets and start relaying to it."""
+    def _allClientChannels(self) -> list[ClientChannels]:
+        return [*self.clients.values(), *(channels for _, channels, _ in self.buffers.values())]
+
+    def attach(self, client: Client, sessionId: str = "") -> ClientChannels:
+        """
+        Give C{client} its own shell, control and stdin sockets and start relaying to it.
+
+        If C{sessionId} names a session whose client went away, C{client} takes over its
+        sockets and first gets what was kept for it, in order.
+        """
+        if sessionId in self.buffers:
+            buffer, channels, expiry = self.buffers.pop(sessionId)
+            if expiry.active():
+                expiry.cancel()
+            channels.client = client
+            self.clients[client] = channels
+            if buffer.dropped:
+                client.relay(*self._droppedNotice(buffer.dropped))
+            for channel, header, parts, _ in buffer.messages:
+                client.relay(channel, header, parts)
+            return channels
         channels = ClientChannels(self, client, self.factory, self.info)
+        channels.sessionId = sessionId
         if self.held:
             channels.hold()
         self.clients[client] = channels
         return channels
 
+    def _droppedNotice(self, dropped: int) -> tuple[str, dict[str, Any], list[bytes]]:
+        header, parts = self.signer.message(
+            "stream",
+            {
+                "name": "stderr",
+                "text": f"[kgw] {dropped} messages for this session were dropped while it was "
+                "disconnected: the buffer limit was reached. The newest ones follow.\n",
+            },
+        )
+        return "iopub", header, parts
+
     def detach(self, client: Client) -> None:
-        """Stop relaying to C{client} and close its sockets."""
+        """
+        Stop relaying to C{client}. If it was the last client of its session, keep the session's
+        sockets and buffer what the kernel sends for a while; otherwise close its sockets.
+        """
         channels = self.clients.pop(client, None)
-        if channels is not None:
+        if channels is None:
+            return
+        sessionId = channels.sessionId
+        others = any(c.sessionId == sessionId for c in self.clients.values())
+        if not sessionId or others or not self.bufferLimits.enabled or self.closed:
             channels.close()
+            return
+        buffer = SessionBuffer(self.bufferLimits)
+        channels.client = buffer
+        expiry = self.clock.callLater(self.bufferLimits.timeout, self._expire, sessionId)
+        old = self.buffers.pop(sessionId, None)
+        if old is not None:
+            self._discard(old)
+        self.buffers[sessionId] = (buffer, channels, expiry)
+
+    def _expire(self, sessionId: str) -> None:
+        entry = self.buffers.pop(sessionId, None)
+        if entry is not None:
+            log.info("Dropped the buffer of disconnected session {sessionId}", sessionId=sessionId)
+            self._discard(entry)
+
+    def _discard(self, entry: tuple[SessionBuffer, ClientChannels, IDelayedCall]) -> None:
+        _, channels, expiry = entry
+        if expiry.active():
+            expiry.cancel()
+        channels.close()
 
     def close(self, code: int, reason: str) -> None:
         """
@@ -386,8 +295,11 @@ class KernelChannels:
         if self._caller is not None:
             self._caller.close(ConnectionDone("the kernel's channels were closed"))
         for client in list(self.clients):
-            self.detach(client)
+            self.clients.pop(client).close()
             client.kernelGone(code, reason)
+        for entry in list(self.buffers.values()):
+            self._discard(entry)
+        self.buffers.clear()
         self._iopub.shutdown()
 
     def clientReceived(self, channel: str, header: dict[str, Any], parts: Sequence[bytes]) -> None:
@@ -405,7 +317,8 @@ class ClientChannels:
         info: dict[str, Any],
     ) -> None:
         self._kernel = kernel
-        self._client = client
+        self.client = client
+        self.sessionId = ""
         identity = os.urandom(16).hex().encode("ascii")
         self._sockets = {
             channel: JupyterSocket(
@@ -443,7 +356,7 @@ class ClientChannels:
             )
             return
         self._kernel.clientReceived(channel, header, parts)
-        self._client.relay(channel, header, parts)
+        self.client.relay(channel, header, parts)
 
     def close(self) -> None:
         for socket in self._sockets.values():

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import zmq
 from twisted.internet.defer import Deferred
 
-from kgw.kernels.channels import JupyterSocket, MessageError, address
+from kgw.kernels.sockets import JupyterSocket, MessageError, address
 
 if TYPE_CHECKING:
     from kgw.kernels.channels import KernelChannels

@@ -41,6 +41,7 @@ from kgw.errors import (
     NoSuchKernel,
     NoSuchKernelSpec,
 )
+from kgw.kernels.buffering import BufferLimits
 from kgw.kernels.channels import KernelChannels
 from kgw.kernels.pool import WarmPool, environmentCode
 from kgw.kernels.process import KernelProcess
@@ -108,6 +109,7 @@ class KernelRegistry(Service):
     @param environment: builds a kernel's environment from a client's C{env} request.
     @param processFactory: makes the L{KernelProcess} of a new kernel from its kernelspec name,
         the kernelspec manager and its connection file's path.
+    @param bufferLimits: what is kept for sessions whose clients went away.
     @param warmKernels: how many started, seeded kernels to keep ready for each kernelspec of
         C{warmKernelNames} (the default kernelspec when empty).
     """
@@ -131,6 +133,7 @@ class KernelRegistry(Service):
         processFactory: Callable[[str, KernelSpecManager, str], KernelProcess] = KernelProcess,
         warmKernels: int = 0,
         warmKernelNames: Sequence[str] = (),
+        bufferLimits: BufferLimits | None = None,
     ) -> None:
         self.clock = clock
         self.specs = specs if specs is not None else KernelSpecManager()
@@ -153,6 +156,7 @@ class KernelRegistry(Service):
         self._stopping = False
         self._zmq: ZmqFactory | None = None
         self._processFactory = processFactory
+        self.bufferLimits = bufferLimits if bufferLimits is not None else BufferLimits()
         self.pool: WarmPool | None = None
         if warmKernels:
             names = warmKernelNames or [self.forceKernelName or self.defaultKernelName]
@@ -456,7 +460,12 @@ class KernelRegistry(Service):
         assert self._zmq is not None, "the registry is not running"
         process = kernel.process
         kernel.channels = KernelChannels(
-            self._zmq, process.connectionInfo, process.session, self.clock, kernel.observe
+            self._zmq,
+            process.connectionInfo,
+            process.session,
+            self.clock,
+            kernel.observe,
+            self.bufferLimits,
         )
         return kernel.channels.waitUntilReady(self.startTimeout)
 

@@ -1,0 +1,175 @@
+"""ZeroMQ plumbing for Jupyter messages: signing, and txZMQ sockets that keep frames whole.
+
+Messages travel as "parts": the ZeroMQ frames after the signature, C{[header, parent_header,
+metadata, content, *buffers]}, as bytes.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+from collections import deque
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import zmq
+from jupyter_client.session import Session
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.logger import Logger
+from txzmq import ZmqConnection, ZmqEndpoint, ZmqEndpointType, ZmqFactory
+
+DELIMITER = b"<IDS|MSG>"
+
+log = Logger()
+
+
+class MessageError(ValueError):
+    """A ZeroMQ message that is not a correctly signed Jupyter message."""
+
+
+class Signer:
+    """Signs and checks messages with a kernel's key, as L{Session} defines the signature."""
+
+    def __init__(self, session: Session) -> None:
+        self._session = session
+
+    def sign(self, parts: Sequence[bytes]) -> bytes:
+        auth = self._session.auth
+        if auth is None:
+            return b""
+        h = auth.copy()
+        for part in parts[:4]:
+            h.update(part)
+        return h.hexdigest().encode("ascii")
+
+    def frames(self, parts: Sequence[bytes]) -> list[bytes]:
+        """The ZeroMQ frames that carry C{parts} to a kernel."""
+        return [DELIMITER, self.sign(parts), *parts]
+
+    def unwrap(self, frames: list[bytes]) -> tuple[dict[str, Any], list[bytes]]:
+        """
+        Check a message from the kernel and return its parsed header and its parts.
+
+        @raise MessageError: if the delimiter is missing, the signature is wrong or the header
+            is not a JSON object.
+        """
+        try:
+            start = frames.index(DELIMITER)
+        except ValueError:
+            raise MessageError("no delimiter") from None
+        signature = frames[start + 1] if len(frames) > start + 1 else b""
+        parts = frames[start + 2 :]
+        if len(parts) < 4:
+            raise MessageError(f"{len(parts)} parts, expected at least 4")
+        if self._session.auth is not None and not hmac.compare_digest(signature, self.sign(parts)):
+            raise MessageError("invalid signature")
+        try:
+            header = json.loads(parts[0])
+        except ValueError:
+            raise MessageError("header is not JSON") from None
+        if not isinstance(header, dict):
+            raise MessageError("header is not an object")
+        return header, parts
+
+    def message(self, msgType: str, content: dict[str, Any]) -> tuple[dict[str, Any], list[bytes]]:
+        """A new message from the gateway itself, as a parsed header and parts."""
+        msg = self._session.msg(msgType, content=content)
+        parts = self._session.serialize(msg)[2:]
+        return json.loads(parts[0]), parts
+
+
+class JupyterSocket(ZmqConnection):
+    """
+    A txZMQ connection that passes whole multipart messages to a callback, unframed.
+
+    Messages given to L{sendMessage} wait, in order, while the socket is L{held} (its kernel is
+    restarting and its iopub is not subscribed yet) or has no peer (txZMQ's C{send} raises
+    C{EAGAIN} rather than queueing), and go as soon as they can.
+
+    @param immediate: queue nothing inside ZeroMQ for a peer that is not connected (a dead
+        kernel), so that such messages wait here, where holding applies to them.
+    """
+
+    retryInterval = 0.02
+    maxBacklog = 10_000
+
+    def __init__(
+        self,
+        factory: ZmqFactory,
+        socketType: int,
+        address: str,
+        onMessage: Callable[[list[bytes]], None],
+        identity: bytes | None = None,
+        clock: IReactorTime | None = None,
+        immediate: bool = False,
+    ) -> None:
+        # ZmqConnection.__init__ reads socketType and may deliver messages at once.
+        self.socketType = socketType
+        self._onMessage = onMessage
+        self.clock = clock if clock is not None else factory.reactor
+        self.held = False
+        self._backlog: deque[list[bytes]] = deque()
+        self._retry: IDelayedCall | None = None
+        super().__init__(factory, None, identity)
+        if immediate:
+            self.socket.setsockopt(zmq.IMMEDIATE, 1)
+        if socketType == zmq.SUB:
+            self.socket.setsockopt(zmq.SUBSCRIBE, b"")
+        self.addEndpoints([ZmqEndpoint(ZmqEndpointType.connect, address)])
+
+    def messageReceived(self, message: list[bytes]) -> None:
+        self._onMessage(message)
+
+    def sendMessage(self, frames: list[bytes]) -> None:
+        """Send C{frames} now, or as soon as the socket is released and has a peer."""
+        if not self._backlog and not self.held and self._trySend(frames):
+            return
+        if len(self._backlog) >= self.maxBacklog:
+            log.warn("Dropped a message: {count} are waiting for the kernel", count=self.maxBacklog)
+            return
+        self._backlog.append(frames)
+        self._flush()
+
+    def hold(self) -> None:
+        """Keep messages back until L{release}."""
+        self.held = True
+
+    def release(self) -> None:
+        """Send what was kept back."""
+        self.held = False
+        self._flush()
+
+    def _trySend(self, frames: list[bytes]) -> bool:
+        try:
+            self.send(frames)
+        except zmq.ZMQError as e:
+            if e.errno == zmq.EAGAIN:
+                return False
+            raise
+        return True
+
+    def _flush(self) -> None:
+        if self._retry is not None and self._retry.active():
+            self._retry.cancel()
+        self._retry = None
+        if self.held or self.socket is None:
+            return
+        while self._backlog and self._trySend(self._backlog[0]):
+            self._backlog.popleft()
+        if self._backlog:
+            self._retry = self.clock.callLater(self.retryInterval, self._flush)
+
+    def shutdown(self) -> None:
+        if self._retry is not None and self._retry.active():
+            self._retry.cancel()
+        self._retry = None
+        self._backlog.clear()
+        super().shutdown()
+
+
+def address(info: dict[str, Any], channel: str) -> str:
+    """The ZeroMQ address of one of a kernel's channels, from its connection info."""
+    port = info[f"{channel}_port"]
+    if info.get("transport", "tcp") == "ipc":
+        return f"ipc://{info['ip']}-{port}"
+    return f"tcp://{info['ip']}:{port}"

@@ -8,9 +8,11 @@ setup(
     long_description_content_type="text/markdown",
     license="BSD-3-Clause",
     python_requires=">=3.10",
-    packages=["kgw", "kgw.api", "kgw.kernels", "twisted.plugins"],
+    packages=["kgw", "kgw.api", "kgw.kernels", "kgw.notebook_http", "twisted.plugins"],
+    entry_points={"console_scripts": ["kgw = kgw.__main__:main"]},
     install_requires=[
-        "twisted>=24.11",
+        # tls: kgw.listen imports pyOpenSSL.
+        "twisted[tls]>=24.11",
         "autobahn>=24.4",
         "txzmq>=1.0",
         "jupyter_client>=8",
@@ -18,7 +20,7 @@ setup(
         "klein>=23",
         "service-identity>=21",
         "ipykernel>=6",
-        "tomli>=1.1; python_version < \"3.11\"",
+        'tomli>=1.1; python_version < "3.11"',
     ],
     classifiers=[
         "Framework :: Twisted",

@@ -12,11 +12,13 @@ from typing import Any
 
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.types import ConnectionRequest
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from kgw import wire
 from kgw.kernels.channels import CLIENT_CHANNELS, ClientChannels
 from kgw.kernels.registry import Kernel
+from kgw.ratelimit import IOPubRateLimiter
 
 log = Logger()
 
@@ -34,6 +36,7 @@ class ChannelsProtocol(WebSocketServerProtocol):
         super().__init__()
         self.v1 = False
         self.channels: ClientChannels | None = None
+        self.limiter: IOPubRateLimiter | None = None
 
     def onConnect(self, request: ConnectionRequest) -> str | None:
         if wire.V1_PROTOCOL in request.protocols:
@@ -85,6 +88,27 @@ class ChannelsProtocol(WebSocketServerProtocol):
         """Send one message from the kernel to this client, in the client's wire format."""
         if self.state != self.STATE_OPEN:
             return  # closing: the kernel's message can no longer reach this client
+        if channel == "iopub" and self.limiter is not None:
+            send, notice = self.limiter.admit(
+                self.factory.clock.seconds(), str(header.get("msg_type", "")), parts
+            )
+            if notice is not None:
+                self._tell(notice, parts[1])
+            if not send:
+                return
+        self._send(channel, header, parts)
+
+    def _tell(self, text: str, parent: bytes) -> None:
+        """Send the client a stderr stream message of the gateway's own, under C{parent}."""
+        if self.kernel.channels is None:
+            return
+        header, parts = self.kernel.channels.signer.message(
+            "stream", {"name": "stderr", "text": text}
+        )
+        parts[1] = parent
+        self._send("iopub", header, parts)
+
+    def _send(self, channel: str, header: dict[str, Any], parts: Sequence[bytes]) -> None:
         if self.v1:
             self.sendMessage(wire.encode_v1(channel, parts), isBinary=True)
             return
@@ -115,14 +139,26 @@ class ChannelsFactory(WebSocketServerFactory):
     """
     Builds L{ChannelsProtocol}s; one per gateway, configured once.
 
+    @param rateLimits: jupyter_server's iopub limits for each client: messages per second,
+        bytes per second (0: none) and the window they are measured over, in seconds.
+
     Autobahn's defaults suit a demo, not a gateway: no status page (it offers an open
     redirect), origin checks done by the gateway's own edge, and a bound on message size.
     """
 
     protocol = ChannelsProtocol
 
-    def __init__(self, maxMessageSize: int) -> None:
+    def __init__(
+        self,
+        maxMessageSize: int,
+        rateLimits: tuple[float, float, float] = (0.0, 0.0, 3.0),
+        clock: IReactorTime | None = None,
+    ) -> None:
         super().__init__()
+        self.rateLimits = rateLimits
+        if clock is None:
+            from twisted.internet import reactor as clock
+        self.clock = clock
         self.setProtocolOptions(
             webStatus=False,
             allowedOrigins=["*"],
@@ -151,4 +187,7 @@ class _KernelBound:
         protocol = self._factory.buildProtocol(addr)
         protocol.kernel = self._kernel
         protocol.sessionId = self._sessionId
+        limiter = IOPubRateLimiter(*self._factory.rateLimits)
+        if limiter.active:
+            protocol.limiter = limiter
         return protocol

@@ -11,6 +11,7 @@ import json
 import os
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
@@ -134,6 +135,7 @@ class KernelRegistry(Service):
         warmKernels: int = 0,
         warmKernelNames: Sequence[str] = (),
         bufferLimits: BufferLimits | None = None,
+        culling: Culling | None = None,
     ) -> None:
         self.clock = clock
         self.specs = specs if specs is not None else KernelSpecManager()
@@ -157,6 +159,8 @@ class KernelRegistry(Service):
         self._zmq: ZmqFactory | None = None
         self._processFactory = processFactory
         self.bufferLimits = bufferLimits if bufferLimits is not None else BufferLimits()
+        self.culling = culling if culling is not None else Culling()
+        self._culler: LoopingCall | None = None
         self.pool: WarmPool | None = None
         if warmKernels:
             names = warmKernelNames or [self.forceKernelName or self.defaultKernelName]
@@ -173,6 +177,12 @@ class KernelRegistry(Service):
             self._prespawning = self._prespawn(self.prespawnCount)
         if self.pool is not None:
             self.pool.start()
+        if self.culling.idleTimeout > 0:
+            self._culler = LoopingCall(self.cull)
+            self._culler.clock = self.clock
+            self._culler.start(self.culling.interval, now=False).addErrback(
+                lambda f: log.failure("Culling idle kernels failed", f)
+            )
 
     def stopService(self) -> Deferred[None]:
         """
@@ -181,6 +191,8 @@ class KernelRegistry(Service):
         """
         super().stopService()
         self._stopping = True
+        if self._culler is not None and self._culler.running:
+            self._culler.stop()
         for kernel in list(self._launching.values()):
             if kernel.channels is not None:
                 kernel.channels.close(1001, "gateway shutting down")
@@ -507,7 +519,40 @@ class KernelRegistry(Service):
         if kernel.channels is not None:
             kernel.channels.close(code, reason)
         log.info("Shutting down kernel {kernelId}", kernelId=kernelId)
-        return kernel.lifecycle.run(kernel.process.shutdown)
+        shutdown = kernel.lifecycle.run(kernel.process.shutdown)
+        # stopService waits for shutdowns under way, so no process outlives the gateway.
+        finished: Deferred[None] = Deferred()
+        self._pending.add(finished)
+
+        def done(result: object) -> object:
+            self._pending.discard(finished)
+            finished.callback(None)
+            return result
+
+        return shutdown.addBoth(done)
+
+    # Culling
+
+    def cull(self) -> None:
+        """Shut down the kernels idle for longer than the culling settings allow."""
+        now = datetime.now(timezone.utc)
+        for kernel in self.kernels():
+            idle = (now - kernel.lastActivity).total_seconds()
+            if not self.culling.applies(idle, kernel.connections, kernel.executionState):
+                continue
+            log.warn(
+                "Culling kernel {kernelId} ({name}): idle for {idle:.0f} s, "
+                "{connections} connections, {state}",
+                kernelId=kernel.id,
+                name=kernel.name,
+                idle=idle,
+                connections=kernel.connections,
+                state=kernel.executionState,
+            )
+            _announce(kernel, "dead")
+            self.shutdownKernel(
+                kernel.id, reason=f"kernel culled after {idle:.0f} s of inactivity"
+            ).addErrback(lambda f: log.failure("Culling a kernel failed", f))
 
     # Watching
 
@@ -553,6 +598,28 @@ class KernelRegistry(Service):
         _announce(kernel, "dead")
         if kernel.id in self._kernels:
             await self.shutdownKernel(kernel.id, code=1011, reason="kernel died")
+
+
+@dataclass(frozen=True)
+class Culling:
+    """
+    jupyter_server's culling settings: kernels idle for C{idleTimeout} seconds (0: never) are
+    shut down, checked every C{interval} seconds; connected and busy kernels only if allowed.
+    """
+
+    idleTimeout: float = 0.0
+    interval: float = 300.0
+    connected: bool = False
+    busy: bool = False
+
+    def applies(self, idle: float, connections: int, state: str) -> bool:
+        """Whether a kernel idle for C{idle} seconds, so connected and in C{state}, is culled."""
+        return (
+            self.idleTimeout > 0
+            and idle > self.idleTimeout
+            and (self.connected or connections == 0)
+            and (self.busy or state != "busy")
+        )
 
 
 def _discard(kernel: Kernel) -> Deferred[None]:

@@ -149,3 +149,22 @@ class DaemonTests(TestCase):
         self.assertIn(b"Server Shut Down.", process.output)
         self.assertEqual([pid for pid in kernels if isAlive(pid)], [])
         self.assertEqual([f for f in os.listdir(runtime) if f.startswith("kernel-")], [])
+
+    async def test_sigtermUnderLoad(self):
+        """SIGTERM while 20 clients execute: all closed with 1001, all kernels gone, within 10 s."""
+        process, port, runtime = await self.startDaemon()
+        gateway = GatewayClient(self, port)
+        models = [await gateway.startKernel() for _ in range(4)]
+        clients = []
+        for i in range(20):
+            client = await gateway.connect(models[i % 4]["id"])
+            client.send("execute_request", {"code": f"import time; print({i}); time.sleep(30)"})
+            clients.append(client)
+        kernels = childProcesses(process.pid)
+        self.assertEqual(len(kernels), 4)
+        os.kill(process.pid, signal.SIGTERM)
+        await withTimeout(process.ended, 10)
+        codes = [(await withTimeout(client.closed))[0] for client in clients]
+        self.assertEqual(codes, [1001] * 20)
+        self.assertEqual([pid for pid in kernels if isAlive(pid)], [])
+        self.assertEqual([f for f in os.listdir(runtime) if f.startswith("kernel-")], [])

@@ -336,3 +336,34 @@ class RelayTests(TestCase):
         for server in servers:
             handle = server.transport.getHandle()
             self.assertTrue(handle.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+
+
+class CrashTests(TestCase):
+    """A kernel that dies under a client."""
+
+    timeout = 120
+
+    async def test_killedMidExecute(self):
+        """Killed mid-execute: the client gets 'restarting' and its websocket keeps working."""
+        gateway = await RunningGateway(self).start()
+        model = await gateway.startKernel()
+        kernel = gateway.kernels.get(model["id"])
+        client = await gateway.connect(model["id"])
+        msgId = client.send(
+            "execute_request", {"code": "import time; print('running', flush=True); time.sleep(60)"}
+        )
+        await client.next(
+            lambda m: (
+                m["header"]["msg_type"] == "stream" and m["parent_header"].get("msg_id") == msgId
+            )
+        )
+        os.kill(kernel.process.pid, signal.SIGKILL)
+        await client.next(
+            lambda m: (
+                m["header"]["msg_type"] == "status"
+                and m["content"]["execution_state"] == "restarting"
+            )
+        )
+        # The killed execute will never answer; the same websocket runs the next one.
+        messages = await client.execute("print('after the crash')")
+        self.assertEqual(stdout(messages), "after the crash\n")

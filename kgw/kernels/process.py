@@ -8,14 +8,19 @@ a process.
 
 from __future__ import annotations
 
+import os
+import signal
 from typing import Any
 
 from jupyter_client.kernelspec import KernelSpecManager
 from jupyter_client.manager import AsyncKernelManager
 from jupyter_client.session import Session
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, ensureDeferred, succeed
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import deferLater
 
 from kgw.bridge import fromCoroutine
+from kgw.kernels.state import KernelRecord, endProcess, isKernelProcess, pidAlive
 
 
 class KernelProcess:
@@ -58,3 +63,97 @@ class KernelProcess:
 
     def isAlive(self) -> Deferred[bool]:
         return fromCoroutine(self.manager.is_alive())
+
+
+class AdoptedProcess:
+    """
+    A kernel process started by an earlier gateway, known from its L{KernelRecord}: there is no
+    process handle, so it is watched and ended by its pid. A restart starts a process of this
+    gateway's own in its place, on the same ports and with the same key.
+    """
+
+    #: Seconds an adopted kernel has to end after SIGTERM before it is killed.
+    graceTime = 5.0
+
+    def __init__(self, record: KernelRecord, specs: KernelSpecManager, clock: IReactorTime) -> None:
+        self.record = record
+        self.specs = specs
+        self.clock = clock
+        info = record.connectionInfo
+        self.session = Session(
+            key=info.get("key", "").encode("ascii"),
+            signature_scheme=info.get("signature_scheme", "hmac-sha256"),
+        )
+        self._replacement: KernelProcess | None = None
+
+    @property
+    def manager(self) -> AsyncKernelManager | None:
+        return self._replacement.manager if self._replacement is not None else None
+
+    @property
+    def connectionInfo(self) -> dict[str, Any]:
+        if self._replacement is not None:
+            return self._replacement.connectionInfo
+        return self.record.connectionInfo
+
+    @property
+    def pid(self) -> int | None:
+        return self._replacement.pid if self._replacement is not None else self.record.pid
+
+    def isAlive(self) -> Deferred[bool]:
+        if self._replacement is not None:
+            return self._replacement.isAlive()
+        return succeed(isKernelProcess(self.record))
+
+    def interrupt(self) -> Deferred[None]:
+        if self._replacement is not None:
+            return self._replacement.interrupt()
+        endProcess(self.record.pid, signal.SIGINT)
+        return succeed(None)
+
+    def shutdown(self, now: bool = False) -> Deferred[None]:
+        if self._replacement is not None:
+            return self._replacement.shutdown(now)
+        return ensureDeferred(self._end(now, removeFile=True))
+
+    async def _end(self, now: bool, removeFile: bool) -> None:
+        if not now:
+            endProcess(self.record.pid, signal.SIGTERM)
+            waited = 0.0
+            while isKernelProcess(self.record) and waited < self.graceTime:
+                await deferLater(self.clock, 0.05)
+                waited += 0.05
+        if isKernelProcess(self.record):
+            endProcess(self.record.pid, signal.SIGKILL)
+            while pidAlive(self.record.pid):
+                await deferLater(self.clock, 0.02)
+        if removeFile:
+            try:
+                os.unlink(self.record.connectionFile)
+            except OSError:
+                pass
+
+    def restart(self, now: bool) -> Deferred[None]:
+        if self._replacement is not None:
+            return self._replacement.restart(now)
+        return ensureDeferred(self._restart(now))
+
+    async def _restart(self, now: bool) -> None:
+        await self._end(now, removeFile=False)
+        replacement = KernelProcess(self.record.name, self.specs, self.record.connectionFile)
+        # Same ports and key as before, so the clients' sockets reconnect to the new process;
+        # without cache_ports off the provisioner would pick new ports.
+        replacement.manager.load_connection_info(self.record.connectionInfo)
+        replacement.manager.cache_ports = False
+        launch: dict[str, Any] = {
+            "kernel_id": self.record.id,
+            "env": self.record.env,
+            "independent": True,
+        }
+        if self.record.cwd:
+            launch["cwd"] = self.record.cwd
+        await replacement.start(**launch)
+        self._replacement = replacement
+
+    def cleanup(self) -> Deferred[None]:
+        return succeed(None)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -45,8 +46,9 @@ from kgw.errors import (
 from kgw.kernels.buffering import BufferLimits
 from kgw.kernels.channels import KernelChannels
 from kgw.kernels.pool import WarmPool, environmentCode
-from kgw.kernels.process import KernelProcess
+from kgw.kernels.process import AdoptedProcess, KernelProcess
 from kgw.kernels.seed import Seed, SeedFailed
+from kgw.kernels.state import KernelRecord, StateDirectory, endProcess, isKernelProcess
 
 log = Logger()
 
@@ -71,6 +73,9 @@ class Kernel:
         # Restarts and the shutdown of one kernel run one after the other, never interleaved.
         self.lifecycle = DeferredLock()
         self.watcher: LoopingCall | None = None
+        # How it was started, for the state directory.
+        self.launchEnv: dict[str, str] = {}
+        self.cwd: str | None = None
 
     @property
     def connections(self) -> int:
@@ -136,6 +141,7 @@ class KernelRegistry(Service):
         warmKernelNames: Sequence[str] = (),
         bufferLimits: BufferLimits | None = None,
         culling: Culling | None = None,
+        stateDir: str | None = None,
     ) -> None:
         self.clock = clock
         self.specs = specs if specs is not None else KernelSpecManager()
@@ -160,11 +166,13 @@ class KernelRegistry(Service):
         self._processFactory = processFactory
         self.bufferLimits = bufferLimits if bufferLimits is not None else BufferLimits()
         self.culling = culling if culling is not None else Culling()
+        self.state = StateDirectory(stateDir) if stateDir else None
+        self._adopting: Deferred[None] = succeed(None)
         self._culler: LoopingCall | None = None
         self.pool: WarmPool | None = None
         if warmKernels:
             names = warmKernelNames or [self.forceKernelName or self.defaultKernelName]
-            self.pool = WarmPool(warmKernels, names, self._createWarm, _discard, clock)
+            self.pool = WarmPool(warmKernels, names, self._createWarm, self._discard, clock)
 
     # Service
 
@@ -175,6 +183,8 @@ class KernelRegistry(Service):
         self._stopping = False
         if self.prespawnCount:
             self._prespawning = self._prespawn(self.prespawnCount)
+        if self.state is not None:
+            self._adopting = ensureDeferred(self._adopt())
         if self.pool is not None:
             self.pool.start()
         if self.culling.idleTimeout > 0:
@@ -343,7 +353,7 @@ class KernelRegistry(Service):
             usable = reply.get("status") == "ok"
         if not usable:
             log.warn("Warm kernel {kernelId} is not usable; starting afresh", kernelId=kernel.id)
-            _discard(kernel)
+            self._discard(kernel)
             return await self._start(kernel.name, environment, seed)
         self._register(kernel)
         return kernel
@@ -361,6 +371,10 @@ class KernelRegistry(Service):
         )
         kernel = Kernel(kernelId, name, process)
         launch: dict[str, Any] = {"kernel_id": kernelId, "env": env}
+        if self.state is not None:
+            # A kernel that watches its parent (JPY_PARENT_PID) would die with a crashed
+            # gateway; with a state directory the next gateway adopts it instead.
+            launch["independent"] = True
         workdir = env.get("KERNEL_WORKING_DIR")
         if workdir and os.path.isdir(workdir):
             launch["cwd"] = workdir
@@ -375,6 +389,7 @@ class KernelRegistry(Service):
     def _register(self, kernel: Kernel) -> None:
         """Make a started kernel known by its id, and watch its process."""
         self._kernels[kernel.id] = kernel
+        self._writeRecord(kernel)
         kernel.watcher = LoopingCall(self._watch, kernel)
         kernel.watcher.clock = self.clock
         kernel.watcher.start(self.watchInterval, now=False).addErrback(
@@ -385,12 +400,15 @@ class KernelRegistry(Service):
     async def _launch(self, kernel: Kernel, launch: dict[str, Any], seed: Seed | None) -> None:
         """Start a kernel's process, wait for it to answer and seed it; or leave nothing behind."""
         process = kernel.process
+        kernel.launchEnv = launch.get("env") or {}
+        kernel.cwd = launch.get("cwd")
         try:
             await process.start(**launch)
         except Exception as e:
             log.failure("Kernel {kernelId} failed to start", kernelId=kernel.id)
             await process.cleanup()
             raise KernelStartFailed(f"Kernel {kernel.name} failed to start: {e}") from e
+        self._writeRecord(kernel, handedOut=False)
         try:
             if self._stopping:
                 raise KernelStartFailed("The gateway is shutting down")
@@ -403,6 +421,7 @@ class KernelRegistry(Service):
             if kernel.channels is not None:
                 kernel.channels.close(1011, "kernel failed to start")
             await process.shutdown(now=True)
+            self._forget(None, kernel.id)
             if isinstance(e, KernelStartFailed):
                 raise
             raise KernelStartFailed(f"Kernel {kernel.name} did not answer: {e}") from e
@@ -498,6 +517,7 @@ class KernelRegistry(Service):
         kernel.busyWith = "restarting"
         try:
             await kernel.process.restart(now=now)
+            self._writeRecord(kernel)
             if kernel.channels is not None:
                 await kernel.channels.waitUntilReady(self.startTimeout)
         finally:
@@ -520,6 +540,7 @@ class KernelRegistry(Service):
             kernel.channels.close(code, reason)
         log.info("Shutting down kernel {kernelId}", kernelId=kernelId)
         shutdown = kernel.lifecycle.run(kernel.process.shutdown)
+        shutdown.addBoth(self._forget, kernel.id)
         # stopService waits for shutdowns under way, so no process outlives the gateway.
         finished: Deferred[None] = Deferred()
         self._pending.add(finished)
@@ -530,6 +551,82 @@ class KernelRegistry(Service):
             return result
 
         return shutdown.addBoth(done)
+
+    # State directory
+
+    def _writeRecord(self, kernel: Kernel, handedOut: bool = True) -> None:
+        """Write down how to adopt C{kernel}, when there is a state directory."""
+        if self.state is None or kernel.process.pid is None:
+            return
+        info = dict(kernel.process.connectionInfo)
+        if isinstance(info.get("key"), bytes):
+            info["key"] = info["key"].decode("ascii")
+        connectionFile = os.path.join(self.runtimeDir, f"kernel-{kernel.id}.json")
+        record = KernelRecord(
+            kernel.id,
+            kernel.name,
+            kernel.process.pid,
+            connectionFile,
+            info,
+            kernel.launchEnv,
+            kernel.cwd,
+            handedOut,
+        )
+        try:
+            self.state.write(record)
+        except OSError as e:
+            log.error("Cannot record kernel {kernelId}: {error}", kernelId=kernel.id, error=e)
+
+    def _discard(self, kernel: Kernel) -> Deferred[None]:
+        """Shut down a kernel nobody was handed, and forget its record."""
+        return _discard(kernel).addBoth(self._forget, kernel.id)
+
+    def _forget(self, result: object, kernelId: str) -> object:
+        if self.state is not None:
+            self.state.remove(kernelId)
+        return result
+
+    async def _adopt(self) -> None:
+        """
+        Take over the kernels an earlier gateway recorded and that still run, under their ids;
+        clean up after the others.
+        """
+        assert self.state is not None
+        for record in self.state.records():
+            if not record.handedOut or not isKernelProcess(record):
+                if isKernelProcess(record):
+                    endProcess(record.pid, signal.SIGKILL)
+                log.info("Cleaning up after kernel {kernelId}", kernelId=record.id)
+                for path in (record.connectionFile,):
+                    if os.path.exists(path):
+                        os.unlink(path)
+                self.state.remove(record.id)
+                continue
+            kernel = Kernel(record.id, record.name, AdoptedProcess(record, self.specs, self.clock))
+            kernel.launchEnv, kernel.cwd = record.env, record.cwd
+            try:
+                await self._connect(kernel)
+            except Exception:
+                log.failure("Kernel {kernelId} could not be adopted", kernelId=record.id)
+                if kernel.channels is not None:
+                    kernel.channels.close(1011, "kernel could not be adopted")
+                await kernel.process.shutdown(now=True)
+                self.state.remove(record.id)
+                continue
+            kernel.executionState = "idle"
+            self._register(kernel)
+            log.info("Adopted kernel {kernelId} ({name})", kernelId=record.id, name=record.name)
+
+    def whenAdopted(self) -> Deferred[None]:
+        """Fire once the kernels of the state directory are adopted or cleaned up."""
+        waiter: Deferred[None] = Deferred()
+
+        def fire(result: object) -> object:
+            waiter.callback(None)
+            return result
+
+        self._adopting.addBoth(fire)
+        return waiter
 
     # Culling
 

@@ -35,7 +35,9 @@ class Twistd(protocol.ProcessProtocol):
 
     errReceived = outReceived
 
-    def processEnded(self, reason) -> None:
+    def processExited(self, reason) -> None:
+        # Exited, not ended: kernels that outlive twistd on purpose still hold its output pipes.
+        self.transport.loseConnection()
         if not self.listening.called:
             self.listening.errback(RuntimeError(self.output.decode(errors="replace")))
             self.listening.addErrback(lambda _: None)  # nobody may be waiting for it

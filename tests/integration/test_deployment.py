@@ -32,7 +32,7 @@ DOCKERIGNORE = os.path.join(ROOT, ".dockerignore")
 
 SYSTEMD_LISTEN = "--listen=systemd:domain=INET:index=0"
 # Variables the units and the image set for options kgw does not have yet.
-FUTURE_VARIABLES = {"KG_STATE_DIR"}
+FUTURE_VARIABLES: set[str] = set()
 
 # systemd sets LISTEN_PID to the pid of the process it execs; a shell that execs twistd in its
 # own place can do the same, since it knows its pid and exec keeps it.
@@ -192,7 +192,7 @@ class UnitFileTests(TestCase):
         SIGTERM goes to kgw alone, which shuts its kernels down, and systemd kills what is left
         within a bounded time; the service is restarted when it fails.
         """
-        self.assertEqual(setting(self.service, "Service", "KillMode"), "mixed")
+        self.assertEqual(setting(self.service, "Service", "KillMode"), "process")
         self.assertIn(setting(self.service, "Service", "KillSignal"), (None, "SIGTERM"))
         timeout = setting(self.service, "Service", "TimeoutStopSec")
         self.assertIsNotNone(timeout)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, DeferredQueue
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
 from kgw.errors import NoSuchKernel
@@ -36,11 +36,26 @@ class KernelLender(Service):
         self.retryDelay = retryDelay
         self._idle: DeferredQueue[Kernel] = DeferredQueue()
         self._ours: set[str] = set()
+        self._retries: set[IDelayedCall] = set()
 
     def startService(self) -> None:
         super().startService()
         for _ in range(self.count):
             self._addKernel()
+
+    def stopService(self) -> None:
+        super().stopService()
+        for retry in self._retries:
+            retry.cancel()
+        self._retries.clear()
+
+    def _retryLater(self) -> None:
+        def retry() -> None:
+            self._retries.discard(call)
+            self._addKernel()
+
+        call = self.clock.callLater(self.retryDelay, retry)
+        self._retries.add(call)
 
     def _addKernel(self) -> None:
         if not self.running:
@@ -51,14 +66,20 @@ class KernelLender(Service):
             self._idle.put(kernel)
 
         def failed(failure: object) -> None:
+            if not self.running:
+                return  # the gateway stopped, and the start with it
             log.failure("A notebook-http kernel failed to start; trying again", failure)
-            self.clock.callLater(self.retryDelay, self._addKernel)
+            self._retryLater()
 
+        # Of the kernelspec the notebook names, as KG's pool does; the default one otherwise.
+        seed = self.kernels.seed
         try:
-            self.kernels.startKernel().addCallbacks(started, failed)
+            self.kernels.startKernel(seed.kernelName if seed else None).addCallbacks(
+                started, failed
+            )
         except Exception:
             log.failure("A notebook-http kernel could not be started; trying again")
-            self.clock.callLater(self.retryDelay, self._addKernel)
+            self._retryLater()
 
     def borrow(self) -> Deferred[Kernel]:
         """

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from typing import Any
+from urllib.parse import parse_qs
 
 from klein import Klein
 from twisted.internet.defer import Deferred, ensureDeferred
@@ -98,8 +99,13 @@ class NotebookAPIResource:
             return writeError(request, 404, "No static files are served")
         return serveFile(request, fileUnder(self.staticPath, name))
 
+    # Not strict about slashes: under base_url, werkzeug would answer the bare prefix with a
+    # redirect to the prefix and a slash, which handleFailure sends without its Location.
     @app.route(
-        "/", branch=True, methods=["GET", "PUT", "POST", "DELETE", "PATCH", "HEAD", "OPTIONS"]
+        "/",
+        branch=True,
+        methods=["GET", "PUT", "POST", "DELETE", "PATCH", "HEAD", "OPTIONS"],
+        strict_slashes=False,
     )
     def endpoint(self, request: IRequest) -> Deferred[bytes] | bytes:
         path = "/" + "/".join(s.decode("utf-8", "replace") for s in request.postpath)
@@ -112,10 +118,12 @@ class NotebookAPIResource:
             request.setHeader(b"Allow", ", ".join(sorted(e.method for e in endpoints)).encode())
             return writeError(request, 405, f"{path} does not answer {method}")
         body = request.content.read() if request.content is not None else b""
+        # The query's arguments only: Twisted's request.args also holds a form body's fields.
+        query = request.uri.partition(b"?")[2].decode("utf-8", "replace")
         args = {
-            name.decode("utf-8", "replace"): [v.decode("utf-8", "replace") for v in values]
-            for name, values in request.args.items()
-            if name != b"token"
+            name: values
+            for name, values in parse_qs(query, keep_blank_values=True).items()
+            if name != "token"
         }
         contentType = request.getHeader(b"content-type")
         built = buildRequest(
@@ -179,7 +187,8 @@ class NotebookAPIResource:
                 return (500, f"Could not set REQUEST in the kernel: {problem}")
             await self._withTimeout(ran)
             answer = response(outputs)
-            if endpoint.responseSource is not None:
+            # As in KG, a cell that fails gets its 500, whatever its ResponseInfo says.
+            if endpoint.responseSource is not None and outputs.error is None:
                 info = Outputs()
                 await self._withTimeout(caller.execute(endpoint.responseSource, onOutput=info.add))
                 if info.error is None:

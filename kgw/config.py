@@ -130,6 +130,13 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _positive(text: str) -> float:
+    value = _seconds(text)
+    if value <= 0:
+        raise ConfigError(f"must be more than 0, got {text!r}")
+    return value
+
+
 def _readableFile(text: str) -> str:
     """A path to a file the gateway can read: a certificate, a key, a CA bundle."""
     if text and not os.access(text, os.R_OK):
@@ -279,11 +286,90 @@ class Config:
         _names,
         kgwOnly=True,
     )
+    buffer_offline_messages: bool = option(
+        True,
+        "Keep what a kernel sends for a session whose last websocket closed, and replay it when "
+        "a websocket with the same session_id reconnects.",
+        _boolean,
+        owner="MappingKernelManager",
+    )
+    buffer_max_messages: int = option(
+        10_000,
+        "Most messages kept for a disconnected session; past it the oldest are dropped.",
+        _integer(1),
+        kgwOnly=True,
+    )
+    buffer_max_bytes: int = option(
+        16 * 1024 * 1024,
+        "Most bytes kept for a disconnected session; past it the oldest messages are dropped.",
+        _integer(1),
+        kgwOnly=True,
+    )
+    buffer_timeout: float = option(
+        600.0,
+        "Seconds a disconnected session's buffer and sockets are kept for it to reconnect.",
+        _seconds,
+        kgwOnly=True,
+    )
+    iopub_msg_rate_limit: float = option(
+        0.0,
+        "Most output messages per second sent to one client; past it output is dropped and the "
+        "client told (0: no limit; jupyter_server's default is 1000).",
+        _seconds,
+        owner="ServerApp",
+    )
+    iopub_data_rate_limit: float = option(
+        0.0,
+        "Most bytes of stream output per second sent to one client (0: no limit; "
+        "jupyter_server's default is 1000000).",
+        _seconds,
+        owner="ServerApp",
+    )
+    rate_limit_window: float = option(
+        3.0, "Seconds over which iopub rates are measured.", _positive, owner="ServerApp"
+    )
+    cull_idle_timeout: float = option(
+        0.0,
+        "Shut down kernels idle for this many seconds; their clients get a dead status (0: never).",
+        _seconds,
+        owner="MappingKernelManager",
+    )
+    cull_interval: float = option(
+        300.0,
+        "Seconds between looks for idle kernels to cull.",
+        _positive,
+        owner="MappingKernelManager",
+    )
+    cull_connected: bool = option(
+        False,
+        "Cull idle kernels that have websockets open too.",
+        _boolean,
+        owner="MappingKernelManager",
+    )
+    cull_busy: bool = option(
+        False,
+        "Cull kernels that are busy, if idle by their last activity.",
+        _boolean,
+        owner="MappingKernelManager",
+    )
+    state_dir: str = option(
+        "",
+        "Directory where kernels are recorded, so that a gateway restarted after a crash adopts "
+        "the ones still running, under the same ids (empty: none).",
+        kgwOnly=True,
+    )
     max_message_size: int = option(
         64 * 1024 * 1024,
         "Largest websocket message accepted from a client, in bytes; a larger one closes the "
         "connection with code 1009.",
         _integer(1),
+        kgwOnly=True,
+    )
+    max_body_size: int = option(
+        16 * 1024 * 1024,
+        "Largest request body accepted, in bytes; a larger one is answered 413 and is never "
+        "held in full (0: no limit).",
+        _integer(0),
         kgwOnly=True,
     )
     restart_limit: int = option(

@@ -14,8 +14,9 @@ from twisted.web.server import Site
 from kgw.api.app import GatewayAPI
 from kgw.api.edge import Edge
 from kgw.config import Config, ConfigError
+from kgw.kernels.buffering import BufferLimits
 from kgw.kernels.environment import kernelEnvironment
-from kgw.kernels.registry import KernelRegistry
+from kgw.kernels.registry import Culling, KernelRegistry
 from kgw.kernels.seed import loadSeed
 from kgw.notebook_http.cells import notebookAPI
 from kgw.sessions import SessionRegistry
@@ -55,6 +56,19 @@ def buildGateway(config: Config, clock: IReactorTime, **registryArguments: Any) 
         # notebook-http kernels are lent by the notebook's lender, never claimed from a pool.
         warmKernels=0 if notebookHTTP else config.warm_kernels,
         warmKernelNames=config.warm_kernel_names,
+        stateDir=config.state_dir or None,
+        culling=Culling(
+            config.cull_idle_timeout,
+            config.cull_interval,
+            config.cull_connected,
+            config.cull_busy,
+        ),
+        bufferLimits=BufferLimits(
+            config.buffer_offline_messages,
+            config.buffer_max_messages,
+            config.buffer_max_bytes,
+            config.buffer_timeout,
+        ),
         environment=lambda requested: kernelEnvironment(
             requested, environ, config.env_whitelist, config.env_process_whitelist
         ),
@@ -66,7 +80,11 @@ def buildGateway(config: Config, clock: IReactorTime, **registryArguments: Any) 
     api = GatewayAPI(
         kernels,
         SessionRegistry(kernels),
-        ChannelsFactory(config.max_message_size),
+        ChannelsFactory(
+            config.max_message_size,
+            (config.iopub_msg_rate_limit, config.iopub_data_rate_limit, config.rate_limit_window),
+            clock,
+        ),
         baseURL=config.base_url,
         listKernels=config.list_kernels,
     )
@@ -101,8 +119,12 @@ def _notebookHTTP(config: Config, clock: IReactorTime, kernels: KernelRegistry) 
 def buildSite(resource: IResource) -> Site:
     """
     The HTTP factory serving C{resource} on every listening endpoint; its access log never shows
-    a token.
+    a token, and when C{resource} is an L{Edge} with a body size limit, no request body is held
+    beyond that limit.
     """
     from kgw.api.access import accessLogFormatter
 
-    return Site(resource, logFormatter=accessLogFormatter)
+    site = Site(resource, logFormatter=accessLogFormatter)
+    if isinstance(resource, Edge) and resource.maxBodySize:
+        site.getContentFile = resource.contentFile
+    return site

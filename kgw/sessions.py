@@ -138,7 +138,9 @@ def _fields(body: Any, required: bool) -> dict[str, Any]:
     notebook = body.get("notebook")
     if path is None and isinstance(notebook, dict):
         path = notebook.get("path")
-    kernel = body.get("kernel") or {}
+    kernel = body.get("kernel")
+    if kernel is None:
+        kernel = {}
     if not isinstance(kernel, dict):
         raise InvalidRequest("kernel must be an object")
     fields = {

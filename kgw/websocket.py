@@ -66,7 +66,8 @@ class ChannelsProtocol(WebSocketServerProtocol):
                 wire.check_header(parts[0])
             else:
                 maybeChannel, msg = wire.decode_legacy(payload, isBinary)
-                channel = maybeChannel or "shell"
+                # Only a message without a channel goes to shell, as in jupyter_server.
+                channel = "shell" if maybeChannel is None else maybeChannel
                 parts = wire.dict_to_parts(msg)
         except wire.WireError as e:
             log.warn(

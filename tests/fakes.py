@@ -145,12 +145,14 @@ def makeAPI(
     listKernels: bool = True,
     maxKernels: int = 0,
     access: AccessPolicy | None = None,
+    maxBodySize: int = 0,
     **kw: Any,
 ) -> tuple[StubTreq, OfflineRegistry]:
     """
     The gateway's resource tree over an offline registry, behind a L{StubTreq}.
 
     @param access: the edge's access policy (none: no token, no CORS headers).
+    @param maxBodySize: the edge's limit on request bodies (0: none).
     @param kw: passed on to L{OfflineRegistry}.
     @return: the client and the registry.
     """
@@ -162,4 +164,5 @@ def makeAPI(
         baseURL=baseURL,
         listKernels=listKernels,
     )
-    return StubTreq(Edge(api.app.resource(), baseURL, access)), kernels
+    edge = Edge(api.app.resource(), baseURL, access, maxBodySize=maxBodySize)
+    return StubTreq(edge), kernels

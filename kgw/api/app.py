@@ -21,19 +21,21 @@ from kgw.websocket import ChannelsFactory
 JSON = b"application/json"
 
 
-def jsonBody(request: IRequest) -> Any:
+def jsonBody(request: IRequest, empty: Any = None) -> Any:
     """
-    The request's JSON body, or C{None} when it is empty.
+    The request's JSON body, or C{empty} when it is empty (a JSON C{null} is C{None}).
 
     @raise InvalidRequest: if the body is not valid JSON.
     """
     raw = request.content.read() if request.content is not None else b""
     if not raw.strip():
-        return None
+        return empty
     try:
         return json.loads(raw)
     except (ValueError, UnicodeDecodeError) as e:
         raise InvalidRequest(f"Invalid JSON in body of request: {e}") from None
+    except RecursionError:
+        raise InvalidRequest("Invalid JSON in body of request: nested too deeply") from None
 
 
 def respond(request: IRequest, body: Any, code: int = 200) -> bytes:
@@ -134,9 +136,7 @@ class GatewayAPI:
 
     @app.route("/api/kernels", methods=["POST"], strict_slashes=False)
     async def startKernel(self, request: IRequest) -> bytes:
-        body = jsonBody(request)
-        if body is None:
-            body = {}
+        body = jsonBody(request, {})
         if not isinstance(body, dict):
             raise InvalidRequest("The body must be a JSON object")
         name = body.get("name")

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import tempfile
+from io import BytesIO
+from typing import IO, Any
+
 from twisted.logger import Logger
 from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource, Resource
@@ -12,6 +16,64 @@ from kgw.config import Config
 
 log = Logger()
 
+# Bodies of up to this many bytes are held in memory, larger ones in a temporary file (Twisted's
+# own threshold).
+_IN_MEMORY = 100_000
+
+
+class BoundedBody:
+    """
+    A request body's buffer that holds at most C{limit} bytes (0: any number).
+
+    Twisted's HTTP server writes a body into its request's C{content} as it arrives and hands
+    the request on only once the whole body has been read. Past C{limit} this buffer drops what
+    it held and everything after, and only counts the bytes, so that a client cannot fill the
+    gateway's memory or disk; L{Edge} then answers 413.
+
+    @ivar received: how many bytes of the body arrived, kept or not.
+    @ivar overflowed: whether more than C{limit} bytes arrived, so that none are kept.
+    """
+
+    def __init__(self, length: int | None, limit: int) -> None:
+        self._limit = limit
+        small = (length is not None and length < _IN_MEMORY) or 0 < limit < _IN_MEMORY
+        self._file: IO[bytes] = BytesIO() if small else tempfile.TemporaryFile()
+        self.received = 0
+        self.overflowed = False
+
+    def write(self, data: bytes) -> None:
+        self.received += len(data)
+        if not self._limit or self.received <= self._limit:
+            self._file.write(data)
+        elif not self.overflowed:
+            # Past the limit nothing of the body is kept, not even its start.
+            self.overflowed = True
+            self._file.close()
+            self._file = BytesIO()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._file, name)
+
+
+def bodySize(request: IRequest) -> int:
+    """
+    The size of C{request}'s body: the larger of its declared C{Content-Length} and the bytes
+    that arrived (counted by a L{BoundedBody}, else measured in C{content}).
+    """
+    size = 0
+    declared = request.getHeader(b"content-length")
+    if declared is not None and declared.strip().isdigit():
+        size = int(declared)
+    content = request.content
+    if content is None:
+        return size
+    received = getattr(content, "received", None)
+    if received is None:
+        position = content.tell()
+        received = content.seek(0, 2)
+        content.seek(position)
+    return max(size, received)
+
 
 class Edge(Resource):
     """
@@ -19,7 +81,10 @@ class Edge(Resource):
 
     Every request, whatever its route, is first held to the access policy: it gets the CORS
     headers, a request from a foreign origin is refused with 403, and one without the token
-    with 401. A preflight (C{OPTIONS}) needs no token and is answered here, with 204.
+    with 401. A preflight (C{OPTIONS}) needs no token and is answered here, with 204. A path
+    or host name that is not UTF-8 is answered 400. Before
+    all that, a request whose body is larger than C{maxBodySize} (when not 0) is refused with
+    413.
 
     The segments of the base URL move from C{postpath} to C{prepath}, so Klein routes the rest
     and builds URLs with the prefix.
@@ -33,12 +98,14 @@ class Edge(Resource):
         baseURL: str = "/",
         access: AccessPolicy | None = None,
         routeOptions: bool = False,
+        maxBodySize: int = 0,
     ) -> None:
         super().__init__()
         self._inner = inner
         self._prefix = [s.encode("utf-8") for s in baseURL.strip("/").split("/") if s]
         self._access = AccessPolicy() if access is None else access
         self._routeOptions = routeOptions
+        self.maxBodySize = maxBodySize
 
     @classmethod
     def fromConfig(cls, inner: IResource, config: Config, routeOptions: bool = False) -> Edge:
@@ -49,10 +116,29 @@ class Edge(Resource):
             no C{Access-Control-Request-Method}) on to C{inner}, which answers them itself, as
             a notebook declaring C{OPTIONS} endpoints does.
         """
-        return cls(inner, config.base_url, AccessPolicy.fromConfig(config), routeOptions)
+        return cls(
+            inner,
+            config.base_url,
+            AccessPolicy.fromConfig(config),
+            routeOptions,
+            config.max_body_size,
+        )
+
+    def contentFile(self, length: int | None) -> BoundedBody:
+        """
+        The buffer for the body of a request declaring C{length} bytes (C{None}: chunked); a
+        L{twisted.web.server.Site} takes it as its C{getContentFile}.
+        """
+        return BoundedBody(length, self.maxBodySize)
 
     def render(self, request: IRequest) -> bytes | int:
         self._access.addCORSHeaders(request)
+        if self.maxBodySize and bodySize(request) > self.maxBodySize:
+            return writeError(
+                request,
+                413,
+                f"The request body is larger than the limit of {self.maxBodySize} bytes",
+            )
         origin = self._access.refusedOrigin(request)
         if origin is not None:
             # The path only: a query string may carry the token.
@@ -71,6 +157,12 @@ class Edge(Resource):
             return writeError(
                 request, 401, "A valid token is required: Authorization: token <T>, or ?token=<T>"
             )
+        try:
+            b"/".join(request.postpath).decode("utf-8")
+            request.getRequestHostname().decode("utf-8")
+        except UnicodeDecodeError:
+            # Klein would answer in text, and log a traceback.
+            return writeError(request, 400, "The path or the host name is not valid UTF-8")
         depth = len(self._prefix)
         if request.postpath[:depth] != self._prefix:
             return writeError(request, 404, "Not found")

@@ -17,6 +17,8 @@ def fileUnder(root: str, relative: str) -> str:
     @raise NoSuchResource: if there is no such file, or the name leads out of C{root}, by
         C{..}, an absolute path or a symbolic link.
     """
+    if "\x00" in relative:
+        raise NoSuchResource(f"No such file: {relative!r}")
     top = os.path.realpath(root)
     path = os.path.realpath(os.path.join(top, relative))
     if os.path.commonpath([top, path]) != top or not os.path.isfile(path):

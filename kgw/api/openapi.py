@@ -117,6 +117,11 @@ def _json_body(schema_name, description, required):
 # ---------------------------------------------------------------------------
 
 
+def _nullable(schema):
+    """``schema``, also allowing null: in a request, null is the same as no value."""
+    return {**schema, "nullable": True}
+
+
 def _schemas():
     string = {"type": "string"}
     kernel_reference = {
@@ -126,11 +131,13 @@ def _schemas():
         "properties": {
             "id": {
                 "type": "string",
+                "nullable": True,
                 "description": "Id of a running kernel to attach to.",
                 "example": "6c3f1f6e-7a0e-4c55-9d4e-0f6b1b0c2a11",
             },
             "name": {
                 "type": "string",
+                "nullable": True,
                 "description": "Kernelspec name for a new kernel.",
                 "example": "python3",
             },
@@ -154,6 +161,7 @@ def _schemas():
         },
         "kernel": kernel_reference,
     }
+    optional_fields = {name: _nullable(schema) for name, schema in session_fields.items()}
     return {
         "Error": {
             "type": "object",
@@ -291,29 +299,38 @@ def _schemas():
             "properties": {
                 "name": {
                     "type": "string",
+                    "nullable": True,
                     "description": "Kernelspec name; unknown names get 404.",
                     "example": "python3",
                 },
                 "env": {
                     "type": "object",
+                    "nullable": True,
                     "description": "Environment variables for the kernel "
-                    "process. Values must be strings; the server may ignore "
-                    "variables it does not allow.",
-                    "additionalProperties": string,
+                    "process. Names must match [A-Za-z_][A-Za-z0-9_]*, and values "
+                    "must be strings without NUL characters; other entries get "
+                    "400. The server may ignore variables it does not allow.",
+                    "additionalProperties": {"type": "string", "maxLength": 65536},
                     "example": {"KERNEL_USERNAME": "alice"},
                 },
             },
         },
         "NewSession": {
             "type": "object",
-            "description": "Request to create a session.",
-            "properties": session_fields,
+            "description": "Request to create a session. Instead of path, the "
+            "legacy notebook.path is accepted.",
+            "required": ["path", "type"],
+            "properties": {
+                **optional_fields,
+                "path": session_fields["path"],
+                "type": session_fields["type"],
+            },
         },
         "SessionPatch": {
             "type": "object",
             "description": "Fields of a session to change; a kernel entry "
             "switches the session to another (new or existing) kernel.",
-            "properties": session_fields,
+            "properties": optional_fields,
         },
     }
 
@@ -353,6 +370,7 @@ def _responses():
         "Forbidden": _error_response("The server does not allow this."),
         "NotFound": _error_response("No such kernel, kernelspec or session."),
         "ServerError": _error_response("The server failed to do the work."),
+        "TooLarge": _error_response("The request body is larger than the server accepts."),
     }
 
 
@@ -383,6 +401,7 @@ def _paths():
     forbidden = _response_ref("Forbidden")
     not_found = _response_ref("NotFound")
     server_error = _response_ref("ServerError")
+    too_large = _response_ref("TooLarge")
     kernel_id = [_param_ref("KernelId")]
     session_id = [_param_ref("SessionId")]
 
@@ -471,6 +490,7 @@ def _paths():
                     "400": bad_request,
                     "403": forbidden,
                     "404": not_found,
+                    "413": too_large,
                     "500": server_error,
                 },
                 description="Answers 403 when the maximum number of kernels "
@@ -580,6 +600,7 @@ def _paths():
                     "400": bad_request,
                     "403": forbidden,
                     "404": not_found,
+                    "413": too_large,
                     "500": server_error,
                 },
                 description="Starts a kernel for the session unless an "
@@ -607,9 +628,14 @@ def _paths():
                 {
                     "200": _json_response("The updated session.", _schema_ref("Session")),
                     "400": bad_request,
+                    "403": forbidden,
                     "404": not_found,
+                    "413": too_large,
                     "500": server_error,
                 },
+                description="Answers 400 for the id of a kernel that does not "
+                "exist, and 403 when a new kernel is asked for and the maximum "
+                "number of kernels is running.",
                 requestBody=_json_body("SessionPatch", "The fields to change.", True),
             ),
             "delete": _operation(
@@ -640,7 +666,7 @@ def _paths():
                 {
                     "200": {
                         "description": "OpenAPI document.",
-                        "content": {"application/yaml": {"schema": {"type": "string"}}},
+                        "content": {"application/yaml": {"schema": {"type": "object"}}},
                     },
                 },
             ),

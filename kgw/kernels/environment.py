@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -10,6 +11,15 @@ from kgw.errors import InvalidRequest
 
 NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 MAX_VALUE_LENGTH = 64 * 1024
+
+
+def _encodable(value: str) -> bool:
+    """Whether C{value} can be put in a process's environment, as C{subprocess} encodes it."""
+    try:
+        os.fsencode(value)
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def kernelEnvironment(
@@ -44,6 +54,8 @@ def kernelEnvironment(
             raise InvalidRequest(f"env: the value of {name} must be a string")
         if len(value) > MAX_VALUE_LENGTH:
             raise InvalidRequest(f"env: the value of {name} is longer than {MAX_VALUE_LENGTH}")
+        if "\x00" in value or not _encodable(value):
+            raise InvalidRequest(f"env: the value of {name} cannot be passed to a process")
         if name.startswith("KERNEL_") or name in allowed:
             env[name] = value
     env.pop("KG_AUTH_TOKEN", None)

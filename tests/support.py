@@ -20,6 +20,7 @@ from kgw import wire
 from kgw.config import Config
 from kgw.gateway import buildGateway, buildSite
 from kgw.kernels.registry import KernelRegistry
+from kgw.kernels.state import pidAlive
 
 TIMEOUT = 30.0
 
@@ -42,12 +43,8 @@ def childProcesses(parent: int | None = None) -> set[int]:
     return found
 
 
-def isAlive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
+# Whether a process runs and is not a zombie: the gateway's own test of its kernels.
+isAlive = pidAlive
 
 
 def withTimeout(d: Deferred[Any], seconds: float = TIMEOUT) -> Deferred[Any]:

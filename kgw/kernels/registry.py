@@ -238,14 +238,7 @@ class KernelRegistry(Service):
 
     def whenPrespawned(self) -> Deferred[None]:
         """Fire once the kernels started with the service are handed out or have failed."""
-        waiter: Deferred[None] = Deferred()
-
-        def fire(result: object) -> object:
-            waiter.callback(None)
-            return result
-
-        self._prespawning.addBoth(fire)
-        return waiter
+        return _whenDone(self._prespawning)
 
     # Queries
 
@@ -619,14 +612,7 @@ class KernelRegistry(Service):
 
     def whenAdopted(self) -> Deferred[None]:
         """Fire once the kernels of the state directory are adopted or cleaned up."""
-        waiter: Deferred[None] = Deferred()
-
-        def fire(result: object) -> object:
-            waiter.callback(None)
-            return result
-
-        self._adopting.addBoth(fire)
-        return waiter
+        return _whenDone(self._adopting)
 
     # Culling
 
@@ -726,6 +712,18 @@ def _discard(kernel: Kernel) -> Deferred[None]:
     return kernel.process.shutdown().addErrback(
         lambda f: log.failure("Shutting down kernel {kernelId} failed", f, kernelId=kernel.id)
     )
+
+
+def _whenDone(work: Deferred[Any]) -> Deferred[None]:
+    """A new Deferred that fires with C{None} when C{work} has, leaving C{work}'s result alone."""
+    waiter: Deferred[None] = Deferred()
+
+    def fire(result: object) -> object:
+        waiter.callback(None)
+        return result
+
+    work.addBoth(fire)
+    return waiter
 
 
 def _hold(kernel: Kernel) -> None:

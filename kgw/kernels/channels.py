@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import zmq
 from jupyter_client.session import Session
-from twisted.internet.defer import Deferred, fail
+from twisted.internet.defer import CancelledError, Deferred, fail
 from twisted.internet.defer import TimeoutError as DeferredTimeout
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
@@ -116,7 +116,8 @@ class KernelChannels:
         C{kernel_info_request}s are sent, with growing pauses, until both a reply and an iopub
         message (the kernel publishes its busy/idle status for each request) have arrived.
         """
-        done: Deferred[None] = Deferred()
+        # Cancelling stops the nudging and closes its socket.
+        done: Deferred[None] = Deferred(lambda _: finish(CancelledError()))
         if self.closed:
             done.errback(ConnectionDone("the kernel's channels are closed"))
             return done
@@ -147,7 +148,10 @@ class KernelChannels:
                     call.cancel()
             if gotIOPub in self._iopubWaiters:
                 self._iopubWaiters.remove(gotIOPub)
-            shell.shutdown()
+            if shell.socket is not None:
+                shell.shutdown()
+            if done.called:
+                return
             if isinstance(result, Exception):
                 done.errback(result)
             else:

@@ -49,6 +49,7 @@ from kgw.kernels.pool import WarmPool, environmentCode
 from kgw.kernels.process import AdoptedProcess, KernelProcess
 from kgw.kernels.seed import Seed, SeedFailed
 from kgw.kernels.state import KernelRecord, StateDirectory, endProcess, isKernelProcess
+from kgw.metrics import GatewayMetrics
 
 log = Logger()
 
@@ -118,6 +119,7 @@ class KernelRegistry(Service):
     @param bufferLimits: what is kept for sessions whose clients went away.
     @param warmKernels: how many started, seeded kernels to keep ready for each kernelspec of
         C{warmKernelNames} (the default kernelspec when empty).
+    @param metrics: where each start and how long it took is recorded.
     """
 
     name = "kernels"
@@ -142,8 +144,10 @@ class KernelRegistry(Service):
         bufferLimits: BufferLimits | None = None,
         culling: Culling | None = None,
         stateDir: str | None = None,
+        metrics: GatewayMetrics | None = None,
     ) -> None:
         self.clock = clock
+        self.metrics = metrics if metrics is not None else GatewayMetrics()
         self.specs = specs if specs is not None else KernelSpecManager()
         self.defaultKernelName = defaultKernelName or NATIVE_KERNEL_NAME
         self.forceKernelName = forceKernelName
@@ -302,11 +306,14 @@ class KernelRegistry(Service):
         self._starting += 1
         finished: Deferred[None] = Deferred()
         self._pending.add(finished)
+        began = self.clock.seconds()
 
         def started(result: object) -> object:
             self._starting -= 1
             self._pending.discard(finished)
             finished.callback(None)
+            outcome = "failed" if isinstance(result, Failure) else "started"
+            self.metrics.kernelStarted(name, outcome, self.clock.seconds() - began)
             return result
 
         warm = None
@@ -405,7 +412,8 @@ class KernelRegistry(Service):
         try:
             if self._stopping:
                 raise KernelStartFailed("The gateway is shutting down")
-            await self._connect(kernel)
+            # A kernel that dies while starting (a port taken meanwhile) fails at once.
+            await self._whileAlive(kernel, self._connect(kernel), "while starting")
             if seed is not None:
                 await self._applySeed(kernel, seed)
             if self._stopping:
@@ -427,7 +435,9 @@ class KernelRegistry(Service):
         """
         log.info("Seeding kernel {kernelId} with {path}", kernelId=kernel.id, path=seed.path)
         for number, code in enumerate(seed.cells, 1):
-            reply = await self._whileAlive(kernel, self._execute(kernel, code))
+            reply = await self._whileAlive(
+                kernel, self._execute(kernel, code), "while running the seed notebook"
+            )
             status = reply.get("status")
             if status == "ok":
                 continue
@@ -449,7 +459,7 @@ class KernelRegistry(Service):
         assert kernel.channels is not None
         return kernel.channels.execute(code)
 
-    def _whileAlive(self, kernel: Kernel, d: Deferred[Any]) -> Deferred[Any]:
+    def _whileAlive(self, kernel: Kernel, d: Deferred[Any], doing: str) -> Deferred[Any]:
         """
         C{d}'s result, unless the kernel's process dies first: then C{d} is cancelled and
         L{KernelStartFailed} raised.
@@ -472,9 +482,7 @@ class KernelRegistry(Service):
             if watch.running:
                 watch.stop()
             if died and isinstance(result, Failure) and result.check(CancelledError):
-                raise KernelStartFailed(
-                    f"Kernel {kernel.name} died while running the seed notebook"
-                )
+                raise KernelStartFailed(f"Kernel {kernel.name} died {doing}")
             return result
 
         return d.addBoth(stop)
@@ -495,13 +503,17 @@ class KernelRegistry(Service):
 
     def interrupt(self, kernelId: str) -> Deferred[None]:
         """Interrupt a kernel, by signal or message as its kernelspec says."""
-        return self.get(kernelId).process.interrupt()
+        kernel = self.get(kernelId)
+        log.info("Interrupting kernel {kernelId}", kernelId=kernelId)
+        return kernel.process.interrupt()
 
     def restart(self, kernelId: str) -> Deferred[Kernel]:
         """Restart a kernel in place, keeping its id, and fire once it answers again."""
         kernel = self.get(kernelId)
+        log.info("Restarting kernel {kernelId}", kernelId=kernelId)
         _hold(kernel)
-        return _uncancellable(self._restartLocked(kernel, now=False).addBoth(_release, kernel))
+        restarting = self._restartLocked(kernel, now=False).addBoth(_release, kernel)
+        return _uncancellable(restarting.addCallback(_restarted))
 
     def _restartLocked(self, kernel: Kernel, now: bool) -> Deferred[Kernel]:
         return kernel.lifecycle.run(lambda: ensureDeferred(self._restart(kernel, now)))
@@ -724,6 +736,11 @@ def _whenDone(work: Deferred[Any]) -> Deferred[None]:
 
     work.addBoth(fire)
     return waiter
+
+
+def _restarted(kernel: Kernel) -> Kernel:
+    log.info("Kernel {kernelId} restarted", kernelId=kernel.id)
+    return kernel
 
 
 def _hold(kernel: Kernel) -> None:

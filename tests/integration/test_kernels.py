@@ -367,3 +367,33 @@ class CrashTests(TestCase):
         # The killed execute will never answer; the same websocket runs the next one.
         messages = await client.execute("print('after the crash')")
         self.assertEqual(stdout(messages), "after the crash\n")
+
+
+class FailedStartTests(TestCase):
+    """A kernel process that dies before it answers."""
+
+    timeout = 60
+
+    async def test_deadOnArrival(self):
+        """A kernel that exits at once fails its start with 500 saying so, not a timeout."""
+        import sys
+
+        from jupyter_client.kernelspec import KernelSpecManager
+
+        specs = os.path.join(os.path.abspath(self.mktemp()), "doomed")
+        os.makedirs(specs)
+        with open(os.path.join(specs, "kernel.json"), "w") as f:
+            argv = [sys.executable, "-c", "import sys; sys.exit(3)", "{connection_file}"]
+            json.dump({"argv": argv, "display_name": "Doomed", "language": "python"}, f)
+        gateway = await RunningGateway(
+            self,
+            registryArguments={
+                "specs": KernelSpecManager(kernel_dirs=[os.path.dirname(specs)]),
+                "startTimeout": 50.0,
+            },
+        ).start()
+        code, body = await gateway.request("POST", "api/kernels", {"name": "doomed"})
+        self.assertEqual(code, 500)
+        self.assertIn("died while starting", body["message"])
+        _, listed = await gateway.request("GET", "api/kernels")
+        self.assertEqual(listed, [])

@@ -218,10 +218,7 @@ class BoundedBodyTests(SynchronousTestCase):
 
 class SiteBufferTests(SynchronousTestCase):
     def test_siteBuffersNoMoreThanTheLimit(self) -> None:
-        """
-        The site C{buildSite} makes for a limited edge holds no more than the limit of a large
-        chunked body, and answers 413.
-        """
+        """A limited edge's site never holds more of a big chunked body than the limit: 413."""
         edge = Edge(Data(b"{}", "application/json"), maxBodySize=LIMIT)
         made: list[BoundedBody] = []
         contentFile = edge.contentFile

@@ -61,10 +61,7 @@ class TokenSecrecyTests(TestCase):
         return model["id"]
 
     async def test_tokenInNoLogEvent(self) -> None:
-        """
-        No log event of any level, access log lines included, holds the token, though requests
-        carried it in the query, the header, the Referer and the websocket URL.
-        """
+        """No log event holds the token, sent in query, header, Referer and websocket URL."""
         events: list[dict[str, Any]] = []
         globalLogPublisher.addObserver(events.append)
         self.addCleanup(globalLogPublisher.removeObserver, events.append)
@@ -109,10 +106,7 @@ class TokenSecrecyTests(TestCase):
             self.assertNotIn(self.token, repr(event))
 
     async def test_tokenInNoKernelEnvironment(self) -> None:
-        """
-        With KG_AUTH_TOKEN in the gateway's environment, neither a kernel that inherits that
-        environment nor one started with an env, whitelists naming the variable, sees the token.
-        """
+        """No kernel, inheriting or given an env, sees the KG_AUTH_TOKEN of the gateway."""
         gateway = await self.start(
             env_whitelist=("KG_AUTH_TOKEN", "KGW_TEST_MARKER"),
             env_process_whitelist=("KG_AUTH_TOKEN", "KGW_TEST_MARKER"),

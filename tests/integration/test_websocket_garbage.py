@@ -190,10 +190,7 @@ class GarbageTests(TestCase):
         await self.assertSenderWorks(v1)
 
     async def test_hugeMessagesClose1009(self) -> None:
-        """
-        A message over max_message_size, in one frame or in many small ones, closes its sender
-        with 1009, while the bystander executes on, before, during and after.
-        """
+        """A message over the limit, in one frame or many, closes with 1009; the bystander runs."""
         code = "marker = 0  # " + "x" * LIMIT
         senders = [
             await self.gateway.connect(self.kernelId, v1=v1) for v1 in (False, True, False, True)

@@ -20,6 +20,8 @@ setup(
         "klein>=23",
         "service-identity>=21",
         "ipykernel>=6",
+        # kgw.metrics: the /metrics page, through prometheus_client.twisted.
+        "prometheus_client>=0.20",
         'tomli>=1.1; python_version < "3.11"',
     ],
     classifiers=[

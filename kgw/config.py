@@ -37,6 +37,8 @@ LOG_LEVELS = {
     "50": "critical",
 }
 
+LOG_FORMATS = ("text", "json")
+
 
 class ConfigError(ValueError):
     """An option was given a value it cannot take."""
@@ -106,6 +108,13 @@ def _logLevel(text: str) -> str:
         raise ConfigError(
             f"unknown log level {text!r}: use DEBUG, INFO, WARN, ERROR or CRITICAL"
         ) from None
+
+
+def _logFormat(text: str) -> str:
+    lowered = text.strip().lower()
+    if lowered not in LOG_FORMATS:
+        raise ConfigError(f"unknown log format {text!r}: use text or json")
+    return lowered
 
 
 def _prefixes(text: str) -> tuple[tuple[str, str], ...]:
@@ -305,6 +314,12 @@ class Config:
         _integer(1),
         kgwOnly=True,
     )
+    buffer_max_sessions: int = option(
+        32,
+        "Most disconnected sessions buffered per kernel; past it the oldest one's buffer goes.",
+        _integer(1),
+        kgwOnly=True,
+    )
     buffer_timeout: float = option(
         600.0,
         "Seconds a disconnected session's buffer and sockets are kept for it to reconnect.",
@@ -383,6 +398,18 @@ class Config:
         "Least severe log events shown: DEBUG, INFO, WARN, ERROR or CRITICAL.",
         _logLevel,
         owner="Application",
+    )
+    log_format: str = option(
+        "text",
+        "How log events are written: text (twistd's lines), or json (one JSON object per line).",
+        _logFormat,
+        kgwOnly=True,
+    )
+    metrics_open: bool = option(
+        False,
+        "Serve GET /metrics (Prometheus) without the token; every other route still needs it.",
+        _boolean,
+        kgwOnly=True,
     )
 
     @classmethod

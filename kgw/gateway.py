@@ -13,6 +13,7 @@ from twisted.web.server import Site
 
 from kgw.api.app import GatewayAPI
 from kgw.api.edge import Edge
+from kgw.api.routes import RouteTemplates
 from kgw.config import Config, ConfigError
 from kgw.kernels.buffering import BufferLimits
 from kgw.kernels.environment import kernelEnvironment
@@ -32,6 +33,7 @@ class Gateway(MultiService):
     def __init__(self, kernels: KernelRegistry, resource: IResource) -> None:
         super().__init__()
         self.kernels = kernels
+        self.metrics = kernels.metrics
         self.resource = resource
         kernels.setServiceParent(self)
 
@@ -68,12 +70,16 @@ def buildGateway(config: Config, clock: IReactorTime, **registryArguments: Any) 
             config.buffer_max_messages,
             config.buffer_max_bytes,
             config.buffer_timeout,
+            config.buffer_max_sessions,
         ),
         environment=lambda requested: kernelEnvironment(
             requested, environ, config.env_whitelist, config.env_process_whitelist
         ),
         **registryArguments,
     )
+    # The registry's metrics are the gateway's: its kernels are counted at each scrape.
+    metrics = kernels.metrics
+    metrics.watchKernels(kernels)
     kernels.seed = loadSeed(config, kernels.specs)
     if notebookHTTP:
         return _notebookHTTP(config, clock, kernels)
@@ -84,11 +90,15 @@ def buildGateway(config: Config, clock: IReactorTime, **registryArguments: Any) 
             config.max_message_size,
             (config.iopub_msg_rate_limit, config.iopub_data_rate_limit, config.rate_limit_window),
             clock,
+            metrics,
         ),
         baseURL=config.base_url,
         listKernels=config.list_kernels,
     )
-    return Gateway(kernels, Edge.fromConfig(api.app.resource(), config))
+    edge = Edge.fromConfig(
+        api.app.resource(), config, routes=RouteTemplates(api.app.url_map), metrics=metrics
+    )
+    return Gateway(kernels, edge)
 
 
 def _notebookHTTP(config: Config, clock: IReactorTime, kernels: KernelRegistry) -> Gateway:
@@ -111,7 +121,14 @@ def _notebookHTTP(config: Config, clock: IReactorTime, kernels: KernelRegistry) 
         allowDownload=config.allow_notebook_download,
         staticPath=config.static_path,
     )
-    gateway = Gateway(kernels, Edge.fromConfig(resource.app.resource(), config, routeOptions=True))
+    edge = Edge.fromConfig(
+        resource.app.resource(),
+        config,
+        routeOptions=True,
+        routes=resource.routeTemplate,
+        metrics=kernels.metrics,
+    )
+    gateway = Gateway(kernels, edge)
     lender.setServiceParent(gateway)
     return gateway
 

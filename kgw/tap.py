@@ -9,6 +9,7 @@ from typing import Any
 
 from twisted.application.service import IService, MultiService
 from twisted.logger import (
+    FileLogObserver,
     FilteringLogObserver,
     ILogObserver,
     LegacyLogObserverWrapper,
@@ -18,6 +19,7 @@ from twisted.logger import (
 from twisted.python import usage
 
 from kgw.config import Config, ConfigError, envVar, flag, loadConfigFile, qualifiedNames
+from kgw.jsonlog import jsonLineObserver
 from kgw.listen import checkTLS
 from kgw.notebook_http.cells import notebookAPI
 
@@ -132,7 +134,11 @@ class Options(usage.Options):
             installReactor()
             if self.parent.get("logger") is None:
                 # twistd resolves its logger option by name, after this method.
-                _twistdLogging.update(options=self.parent, level=self.config.log_level)
+                _twistdLogging.update(
+                    options=self.parent,
+                    level=self.config.log_level,
+                    format=self.config.log_format,
+                )
                 self.parent["logger"] = f"{__name__}.twistdLogObserver"
 
 
@@ -143,10 +149,16 @@ def twistdLogObserver() -> ILogObserver:
     """
     The observer twistd logs to: its own (stdout, C{--logfile} or C{--syslog}, as its command
     line says) behind a filter on C{log_level}. Named by twistd's C{logger} option.
+
+    With C{log_format} json, each event goes to the same stdout or log file as one line of JSON
+    (syslog keeps its own lines).
     """
     from twisted.scripts._twistd_unix import UnixAppLogger
 
     inner = UnixAppLogger(_twistdLogging["options"])._getLogObserver()
+    if _twistdLogging.get("format") == "json" and isinstance(inner, FileLogObserver):
+        # The file twistd chose, rotated on SIGUSR1 as twistd set up; only the lines change.
+        inner = jsonLineObserver(inner._outFile)
     if not ILogObserver.providedBy(inner):
         inner = LegacyLogObserverWrapper(inner)
     level = LogLevel.levelWithName(_twistdLogging["level"])
@@ -180,6 +192,23 @@ def check(config: Config) -> Config:
     return config
 
 
+def raiseFileLimit() -> None:
+    """
+    Allow as many open files as the system lets the gateway have: every websocket costs a TCP
+    socket and three ZeroMQ sockets, and the usual soft limit of 1024 is soon reached.
+    """
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY:
+        hard = 1 << 20
+    if soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError):
+            pass
+
+
 def makeService(options: Options) -> IService:
     """Wire the kernel registry first and the listeners after, so the listeners stop first."""
     from twisted.internet import reactor
@@ -189,6 +218,7 @@ def makeService(options: Options) -> IService:
 
     config = options.config
     assert config is not None
+    raiseFileLimit()
     top = MultiService()
     gateway = buildGateway(config, reactor)
     gateway.setServiceParent(top)

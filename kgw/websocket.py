@@ -7,17 +7,19 @@ frames, built and read without re-encoding what need not change.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.types import ConnectionRequest
+from prometheus_client import Counter
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from kgw import wire
 from kgw.kernels.channels import CLIENT_CHANNELS, ClientChannels
 from kgw.kernels.registry import Kernel
+from kgw.metrics import TO_CLIENT, TO_KERNEL, GatewayMetrics
 from kgw.ratelimit import IOPubRateLimiter
 
 log = Logger()
@@ -26,11 +28,31 @@ CLOSE_NORMAL = 1000
 CLOSE_GOING_AWAY = 1001
 
 
+class _Uncounted:
+    """The message counters of a protocol that no factory built, as in unit tests: none."""
+
+    def __getitem__(self, channel: str) -> _Uncounted:
+        return self
+
+    def inc(self, amount: float = 1) -> None:
+        pass
+
+
+_UNCOUNTED: Any = _Uncounted()
+
+
 class ChannelsProtocol(WebSocketServerProtocol):
-    """Relays messages between one websocket and one kernel."""
+    """
+    Relays messages between one websocket and one kernel.
+
+    @ivar toClient: the counter of messages relayed to the client, by channel.
+    @ivar toKernel: the counter of messages relayed to the kernel, by channel.
+    """
 
     kernel: Kernel
     sessionId: str = ""
+    toClient: Mapping[str, Counter] = _UNCOUNTED
+    toKernel: Mapping[str, Counter] = _UNCOUNTED
 
     def __init__(self) -> None:
         super().__init__()
@@ -83,6 +105,7 @@ class ChannelsProtocol(WebSocketServerProtocol):
                 kernelId=self.kernel.id,
             )
             return
+        self.toKernel[channel].inc()
         self.channels.send(channel, parts)
 
     def relay(self, channel: str, header: dict[str, Any], parts: Sequence[bytes]) -> None:
@@ -97,6 +120,7 @@ class ChannelsProtocol(WebSocketServerProtocol):
                 self._tell(notice, parts[1])
             if not send:
                 return
+        self.toClient[channel].inc()
         self._send(channel, header, parts)
 
     def _tell(self, text: str, parent: bytes) -> None:
@@ -132,7 +156,9 @@ class ChannelsProtocol(WebSocketServerProtocol):
 
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
         if self.channels is not None and self.kernel.channels is not None:
-            self.kernel.channels.detach(self)
+            # A client that closes normally is done; any other end may be followed by a return.
+            done = wasClean and not self.closedByMe and self.remoteCloseCode == CLOSE_NORMAL
+            self.kernel.channels.detach(self, keep=not done)
         self.channels = None
 
 
@@ -142,6 +168,7 @@ class ChannelsFactory(WebSocketServerFactory):
 
     @param rateLimits: jupyter_server's iopub limits for each client: messages per second,
         bytes per second (0: none) and the window they are measured over, in seconds.
+    @param metrics: where relayed messages are counted, by channel and direction.
 
     Autobahn's defaults suit a demo, not a gateway: no status page (it offers an open
     redirect), origin checks done by the gateway's own edge, and a bound on message size.
@@ -154,9 +181,14 @@ class ChannelsFactory(WebSocketServerFactory):
         maxMessageSize: int,
         rateLimits: tuple[float, float, float] = (0.0, 0.0, 3.0),
         clock: IReactorTime | None = None,
+        metrics: GatewayMetrics | None = None,
     ) -> None:
         super().__init__()
         self.rateLimits = rateLimits
+        metrics = metrics if metrics is not None else GatewayMetrics()
+        # Bound once: relaying a message only looks its counter up and increments it.
+        self.toClient = metrics.relayCounters(TO_CLIENT)
+        self.toKernel = metrics.relayCounters(TO_KERNEL)
         if clock is None:
             from twisted.internet import reactor as clock
         self.clock = clock
@@ -188,6 +220,8 @@ class _KernelBound:
         protocol = self._factory.buildProtocol(addr)
         protocol.kernel = self._kernel
         protocol.sessionId = self._sessionId
+        protocol.toClient = self._factory.toClient
+        protocol.toKernel = self._factory.toKernel
         limiter = IOPubRateLimiter(*self._factory.rateLimits)
         if limiter.active:
             protocol.limiter = limiter

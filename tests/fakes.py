@@ -16,8 +16,10 @@ from twisted.trial.unittest import SynchronousTestCase
 from kgw.api.access import AccessPolicy
 from kgw.api.app import GatewayAPI
 from kgw.api.edge import Edge
+from kgw.api.routes import RouteTemplates
 from kgw.kernels.environment import kernelEnvironment
 from kgw.kernels.registry import Kernel, KernelRegistry
+from kgw.metrics import GatewayMetrics
 from kgw.sessions import SessionRegistry
 from kgw.websocket import ChannelsFactory
 
@@ -146,6 +148,8 @@ def makeAPI(
     maxKernels: int = 0,
     access: AccessPolicy | None = None,
     maxBodySize: int = 0,
+    metrics: GatewayMetrics | None = None,
+    metricsOpen: bool = False,
     **kw: Any,
 ) -> tuple[StubTreq, OfflineRegistry]:
     """
@@ -153,16 +157,28 @@ def makeAPI(
 
     @param access: the edge's access policy (none: no token, no CORS headers).
     @param maxBodySize: the edge's limit on request bodies (0: none).
+    @param metrics: record the registry's kernels, the requests and the messages in these
+        metrics and serve them at C{/metrics} (none: no metrics page), open with C{metricsOpen}.
     @param kw: passed on to L{OfflineRegistry}.
     @return: the client and the registry.
     """
-    kernels = makeRegistry(testCase, maxKernels=maxKernels, **kw)
+    kernels = makeRegistry(testCase, maxKernels=maxKernels, metrics=metrics, **kw)
+    if metrics is not None:
+        metrics.watchKernels(kernels)
     api = GatewayAPI(
         kernels,
         SessionRegistry(kernels),
-        ChannelsFactory(1024 * 1024),
+        ChannelsFactory(1024 * 1024, metrics=metrics),
         baseURL=baseURL,
         listKernels=listKernels,
     )
-    edge = Edge(api.app.resource(), baseURL, access, maxBodySize=maxBodySize)
+    edge = Edge(
+        api.app.resource(),
+        baseURL,
+        access,
+        maxBodySize=maxBodySize,
+        routes=RouteTemplates(GatewayAPI.app.url_map),
+        metrics=metrics,
+        metricsOpen=metricsOpen,
+    )
     return StubTreq(edge), kernels

@@ -11,6 +11,7 @@ from twisted.trial.unittest import SkipTest, SynchronousTestCase
 from twisted.web.http_headers import Headers
 
 from kgw.api.app import GatewayAPI
+from kgw.api.edge import METRICS_ROUTE
 from kgw.api.openapi import ROUTES, build_openapi
 from tests.fakes import LOGO, FakeProcess, makeAPI
 
@@ -500,8 +501,11 @@ class OpenAPITests(APITestCase):
         self.assertEqual(yaml.safe_load(answer.body), self.call("GET", "/api/swagger.json").body)
 
     def test_everyRouteDocumented(self) -> None:
-        """Every route the app serves is in ROUTES and in the document, and nothing more."""
-        served = set()
+        """
+        Every route the gateway serves (the app's, and the edge's metrics page) is in ROUTES and
+        in the document, and nothing more.
+        """
+        served = {("GET", METRICS_ROUTE)}
         for rule in GatewayAPI.app.url_map.iter_rules():
             path = re.sub(r"<(?:[^<>:]+:)?([^<>]+)>", r"{\1}", rule.rule)
             for method in rule.methods - {"HEAD", "OPTIONS"}:

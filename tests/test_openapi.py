@@ -131,6 +131,7 @@ class BuildOpenAPITests(SynchronousTestCase):
             ("DELETE", "/api/sessions/{session_id}"): {"204", "404"},
             ("GET", "/api/swagger.json"): {"200"},
             ("GET", "/api/swagger.yaml"): {"200"},
+            ("GET", "/metrics"): {"200"},
         }
         actual = {
             (method, path): set(operation["responses"]) - {"401"}

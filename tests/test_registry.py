@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from typing import Any
 
 from twisted.internet.defer import Deferred, succeed
-from twisted.logger import globalLogPublisher
+from twisted.logger import capturedLogs, formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
 from kgw.errors import KernelLimitReached, KernelStartFailed
@@ -317,3 +318,28 @@ class SeedingTests(SynchronousTestCase):
         self.failureResultOf(started, KernelStartFailed)
         self.successResultOf(stopped)
         self.assertEqual(self.processes.made[0].operations(), ["start", "shutdown"])
+
+
+class LifecycleLogTests(SynchronousTestCase):
+    """Each step of a kernel's life is logged with the kernel's id."""
+
+    def logged(self, act: Callable[[OfflineRegistry, str], object]) -> list[str]:
+        """What C{act} on a started kernel logs, as text, each line checked for the id."""
+        kernels = makeRegistry(self)
+        runService(self, kernels)
+        kernel = self.successResultOf(kernels.startKernel())
+        with capturedLogs() as events:
+            self.successResultOf(act(kernels, kernel.id))
+        for event in events:
+            self.assertEqual(event.get("kernelId"), kernel.id, event)
+        return [formatEvent(event).replace(kernel.id, "K") for event in events]
+
+    def test_interruptLogged(self) -> None:
+        """An interrupt logs the kernel id."""
+        self.assertEqual(self.logged(OfflineRegistry.interrupt), ["Interrupting kernel K"])
+
+    def test_restartLogged(self) -> None:
+        """A restart asked for through the API logs the kernel id, when asked and when done."""
+        self.assertEqual(
+            self.logged(OfflineRegistry.restart), ["Restarting kernel K", "Kernel K restarted"]
+        )

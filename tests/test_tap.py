@@ -151,6 +151,47 @@ class LogLevelTests(SynchronousTestCase):
             ["event at warn", "event at error"],
         )
 
+    def test_jsonLinesAtChosenLevel(self):
+        """With --log-format=json each event kept by --log-level is one line of JSON."""
+        import io
+        import json
+        import time
+
+        from twisted.logger import LogLevel
+        from twisted.scripts.twistd import ServerOptions
+
+        server = ServerOptions()
+        server.parseOptions(["-n", "kgw", "--log-level=WARN", "--log-format=json"])
+        stream = io.StringIO()
+        self.patch(__import__("sys"), "stdout", stream)
+        observer = server["logger"]()
+        for level in (LogLevel.debug, LogLevel.info, LogLevel.warn, LogLevel.error):
+            observer(
+                {
+                    "log_level": level,
+                    "log_namespace": "kgw.test",
+                    "log_format": "kernel {kernelId} at {level}\nsecond line \u2028",
+                    "log_time": time.time(),
+                    "kernelId": "k-1",
+                    "level": level.name,
+                    "unwritable": object(),
+                }
+            )
+        lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+        self.assertEqual([line["level"] for line in lines], ["warn", "error"])
+        for line in lines:
+            self.assertEqual(line["namespace"], "kgw.test")
+            self.assertEqual(line["kernelId"], "k-1")
+            self.assertTrue(line["message"].startswith("kernel k-1 at "), line)
+            self.assertNotIn("unwritable", line)
+
+    def test_logFormats(self):
+        """The log format is text by default; json is accepted, in any case; others are refused."""
+        self.assertEqual(parse().log_format, "text")
+        self.assertEqual(parse("--log-format=JSON").log_format, "json")
+        self.assertEqual(parse(environ={"KG_LOG_FORMAT": "json"}).log_format, "json")
+        self.assertRaises(UsageError, parse, "--log-format=xml")
+
     def test_logLevelSpellings(self):
         """KG's level names and numbers are accepted; others are refused."""
         self.assertEqual(parse("--log-level=DEBUG").log_level, "debug")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Callable
 from io import BytesIO
 from typing import IO, Any
 
@@ -12,9 +13,15 @@ from twisted.web.resource import IResource, Resource
 
 from kgw.api.access import AccessPolicy
 from kgw.api.errors import writeError
+from kgw.api.observe import SWITCHED, RequestObserver
+from kgw.api.routes import UNMATCHED
 from kgw.config import Config
+from kgw.metrics import GatewayMetrics
 
 log = Logger()
+
+# The route of the metrics page, under the base URL, in both API modes.
+METRICS_ROUTE = "/metrics"
 
 # Bodies of up to this many bytes are held in memory, larger ones in a temporary file (Twisted's
 # own threshold).
@@ -88,6 +95,10 @@ class Edge(Resource):
 
     The segments of the base URL move from C{postpath} to C{prepath}, so Klein routes the rest
     and builds URLs with the prefix.
+
+    With C{metrics}, every request is timed, logged and counted under the route template
+    C{routes} names (from the method and the path under the base URL), and C{{base_url}metrics}
+    serves the metrics page; with C{metricsOpen}, that page alone needs no token.
     """
 
     isLeaf = True
@@ -99,22 +110,39 @@ class Edge(Resource):
         access: AccessPolicy | None = None,
         routeOptions: bool = False,
         maxBodySize: int = 0,
+        routes: Callable[[str, str], str] | None = None,
+        metrics: GatewayMetrics | None = None,
+        metricsOpen: bool = False,
     ) -> None:
         super().__init__()
         self._inner = inner
         self._prefix = [s.encode("utf-8") for s in baseURL.strip("/").split("/") if s]
+        self._metricsPath = [*self._prefix, b"metrics"]
         self._access = AccessPolicy() if access is None else access
         self._routeOptions = routeOptions
         self.maxBodySize = maxBodySize
+        self._routes = routes
+        self._metrics = metrics
+        self._metricsOpen = metricsOpen and metrics is not None
+        self._observer = RequestObserver(metrics) if metrics is not None else None
 
     @classmethod
-    def fromConfig(cls, inner: IResource, config: Config, routeOptions: bool = False) -> Edge:
+    def fromConfig(
+        cls,
+        inner: IResource,
+        config: Config,
+        routeOptions: bool = False,
+        routes: Callable[[str, str], str] | None = None,
+        metrics: GatewayMetrics | None = None,
+    ) -> Edge:
         """
         Serve C{inner} under the base URL and with the access policy of C{config}.
 
         @param routeOptions: pass C{OPTIONS} requests that are not CORS preflights (they carry
             no C{Access-Control-Request-Method}) on to C{inner}, which answers them itself, as
             a notebook declaring C{OPTIONS} endpoints does.
+        @param routes: names the route template of a method and a path under the base URL.
+        @param metrics: the gateway's metrics, recorded and served.
         """
         return cls(
             inner,
@@ -122,6 +150,9 @@ class Edge(Resource):
             AccessPolicy.fromConfig(config),
             routeOptions,
             config.max_body_size,
+            routes,
+            metrics,
+            config.metrics_open,
         )
 
     def contentFile(self, length: int | None) -> BoundedBody:
@@ -131,7 +162,33 @@ class Edge(Resource):
         """
         return BoundedBody(length, self.maxBodySize)
 
+    def route(self, request: IRequest) -> str:
+        """The route template of C{request}: L{UNMATCHED} outside the base URL or the routes."""
+        if self._metrics is not None and request.postpath == self._metricsPath:
+            return METRICS_ROUTE
+        depth = len(self._prefix)
+        if self._routes is None or request.postpath[:depth] != self._prefix:
+            return UNMATCHED
+        try:
+            path = "/" + b"/".join(request.postpath[depth:]).decode("utf-8")
+        except UnicodeDecodeError:
+            return UNMATCHED
+        return self._routes(request.method.decode("latin-1"), path)
+
     def render(self, request: IRequest) -> bytes | int:
+        if self._observer is None:
+            return self._render(request, UNMATCHED)
+        route = self.route(request)
+        watch = self._observer.watch(request, route)
+        channel = getattr(request, "channel", None)
+        transport = getattr(channel, "transport", None)
+        result = self._render(request, route)
+        if transport is not None and channel.transport is None and not request.finished:
+            # A websocket took the connection over: the request will never finish as HTTP.
+            watch.finish(SWITCHED)
+        return result
+
+    def _render(self, request: IRequest, route: str) -> bytes | int:
         self._access.addCORSHeaders(request)
         if self.maxBodySize and bodySize(request) > self.maxBodySize:
             return writeError(
@@ -152,7 +209,12 @@ class Edge(Resource):
             not self._routeOptions
             or request.getHeader(b"access-control-request-method") is not None
         )
-        if not preflight and not self._access.authorized(request):
+        metricsPage = route == METRICS_ROUTE
+        if (
+            not preflight
+            and not (metricsPage and self._metricsOpen)
+            and not self._access.authorized(request)
+        ):
             request.setHeader(b"WWW-Authenticate", b"token")
             return writeError(
                 request, 401, "A valid token is required: Authorization: token <T>, or ?token=<T>"
@@ -171,4 +233,9 @@ class Edge(Resource):
             return b""
         request.prepath.extend(request.postpath[:depth])
         request.postpath = request.postpath[depth:]
+        if metricsPage and self._metrics is not None:
+            if request.method not in (b"GET", b"HEAD"):
+                request.setHeader(b"Allow", b"GET, HEAD")
+                return writeError(request, 405, "The metrics page answers GET only")
+            return self._metrics.resource().render(request)
         return self._inner.render(request)

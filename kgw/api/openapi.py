@@ -37,6 +37,7 @@ ROUTES: tuple[tuple[str, str], ...] = (
     ("DELETE", "/api/sessions/{session_id}"),
     ("GET", "/api/swagger.json"),
     ("GET", "/api/swagger.yaml"),
+    ("GET", "/metrics"),
 )
 
 # last_activity is always UTC, with microseconds and a trailing "Z",
@@ -669,6 +670,22 @@ def _paths():
                         "content": {"application/yaml": {"schema": {"type": "object"}}},
                     },
                 },
+            ),
+        },
+        "/metrics": {
+            "get": _operation(
+                "getMetrics",
+                "meta",
+                "The gateway's metrics, in Prometheus's text format",
+                {
+                    "200": {
+                        "description": "Kernels by kernelspec and state, websockets, messages "
+                        "relayed, kernel starts and HTTP requests, as kgw_* metric families.",
+                        "content": {"text/plain": {"schema": {"type": "string"}}},
+                    },
+                },
+                description="Needs the token like every route, unless the gateway runs with "
+                "metrics_open.",
             ),
         },
     }

@@ -184,6 +184,8 @@ class KernelRegistry(Service):
         super().startService()
         os.makedirs(self.runtimeDir, exist_ok=True)
         self._zmq = ZmqFactory()
+        # Each websocket holds three DEALER sockets: ZeroMQ's default of 1023 sockets is too few.
+        self._zmq.context.max_sockets = 65536
         self._stopping = False
         if self.prespawnCount:
             self._prespawning = self._prespawn(self.prespawnCount)

@@ -16,6 +16,7 @@ from twisted.web.iweb import IRequest
 
 from kgw.api.errors import handleFailure, writeError
 from kgw.api.files import fileUnder, serveFile
+from kgw.api.routes import UNMATCHED, RouteTemplates
 from kgw.kernels.execution import KernelRestarted
 from kgw.kernels.registry import Kernel
 from kgw.notebook_http.cells import Endpoint, NotebookAPI, match
@@ -77,6 +78,18 @@ class NotebookAPIResource:
         self.allowDownload = allowDownload
         self.staticPath = staticPath
         self._swagger = json.dumps(buildSwagger(api.endpoints, notebookPath)).encode("utf-8")
+        self._routes = RouteTemplates(self.app.url_map)
+
+    def routeTemplate(self, method: str, path: str) -> str:
+        """
+        The route template of a request: the gateway's own routes by their rule, the notebook's
+        by the path its cell declares (C{/books/:id}).
+        """
+        template = self._routes(method, path)
+        if template not in ("/", "/{__rest__}"):
+            return template
+        endpoints, _ = match(self.api.endpoints, path)
+        return endpoints[0].path if endpoints else UNMATCHED
 
     @app.handle_errors(Exception)
     def _error(self, request: IRequest, failure: Any) -> bytes:
@@ -172,25 +185,20 @@ class NotebookAPIResource:
             raise KernelDied()
         caller = channels.caller
         outputs = Outputs()
-        # Both requests go at once: one round trip. The assignment is silent and leaves no
-        # history, so the cell runs as it would after a separate assignment (as in KG).
-        assigned = caller.execute(
-            assignment(self.api.language, built), silent=True, storeHistory=False
-        )
-        ran = caller.execute(endpoint.source, onOutput=outputs.add)
+        # One execute runs the assignment and the cell together (KG runs them as two, one after
+        # the other); a ResponseInfo cell goes at once behind it. A cell that fails makes the
+        # kernel abort the ResponseInfo (stop_on_error), and as in KG the answer is its 500.
+        code = assignment(self.api.language, built) + "\n" + endpoint.source
+        ran = caller.execute(code, onOutput=outputs.add)
+        info = Outputs()
+        infoRan = None
+        if endpoint.responseSource is not None:
+            infoRan = caller.execute(endpoint.responseSource, onOutput=info.add)
         try:
-            reply = await assigned
-            if reply.get("status") != "ok":
-                # The kernel aborts the queued cell after an error (stop_on_error).
-                ran.addErrback(lambda _: None)
-                problem = f"{reply.get('ename')}: {reply.get('evalue')}"
-                return (500, f"Could not set REQUEST in the kernel: {problem}")
             await self._withTimeout(ran)
             answer = response(outputs)
-            # As in KG, a cell that fails gets its 500, whatever its ResponseInfo says.
-            if endpoint.responseSource is not None and outputs.error is None:
-                info = Outputs()
-                await self._withTimeout(caller.execute(endpoint.responseSource, onOutput=info.add))
+            if infoRan is not None and outputs.error is None:
+                await self._withTimeout(infoRan)
                 if info.error is None:
                     answer = applyResponseInfo(answer, info.text)
         except (KernelRestarted, ConnectionDone) as e:
@@ -198,6 +206,10 @@ class NotebookAPIResource:
             raise KernelDied() from e
         except ResponseInfoError as e:
             return (500, str(e))
+        finally:
+            if infoRan is not None:
+                # Not awaited when the cell failed or ran out of time: its end is of no interest.
+                infoRan.addErrback(lambda _: None)
         return answer
 
     def _withTimeout(self, execution: Deferred[Any]) -> Deferred[Any]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import json
 import os
 import secrets
 import uuid
@@ -14,6 +16,7 @@ from twisted.internet.defer import Deferred
 from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import TestCase
 
+from kgw.jsonlog import jsonLineObserver
 from tests.support import Client, RunningGateway, stdout, withTimeout
 
 
@@ -95,6 +98,39 @@ class TokenSecrecyTests(TestCase):
             await connect(self, gateway, kernelId, token=self.token + "x")
         code, _ = await gateway.request("DELETE", f"api/kernels/{kernelId}?token={self.token}")
         self.assertEqual(code, 204)
+
+    async def test_tokenInNoJSONLogLine(self) -> None:
+        """No JSON log line holds the token, wherever requests carried it; every line parses."""
+        output = io.StringIO()
+        observer = jsonLineObserver(output)
+        globalLogPublisher.addObserver(observer)
+        self.addCleanup(self.assertNoTokenInLines, output)
+        self.addCleanup(globalLogPublisher.removeObserver, observer)
+        gateway = await self.start()
+        referer = {"Referer": f"http://{gateway.address}/page?token={self.token}"}
+        for method, path, headers in [
+            ("GET", f"api?token={self.token}", referer),
+            ("GET", "metrics", self.header),
+            ("GET", f"metrics?token={self.token}", {}),
+            ("GET", f"api/kernels/nope?token={self.token}x", {}),
+            ("GET", "api", {"Authorization": f"token {self.token}x"}),
+        ]:
+            code, _ = await gateway.request(method, path, headers=headers)
+            self.assertNotEqual(code, 500, path)
+        kernelId = await self.startKernel(gateway, {})
+        client = await connect(self, gateway, kernelId, token=self.token)
+        self.assertEqual(stdout(await client.execute("print('hello')")), "hello\n")
+        await client.disconnect()
+
+    def assertNoTokenInLines(self, output: io.StringIO) -> None:
+        """Every line is a JSON object without the token; the requests were logged."""
+        lines = [json.loads(line) for line in output.getvalue().splitlines()]
+        self.assertIn(
+            ("GET", "/api", 200),
+            [(line.get("method"), line.get("route"), line.get("status")) for line in lines],
+        )
+        self.assertTrue(any("GET /api?token=[secret]" in line["message"] for line in lines))
+        self.assertNotIn(self.token, output.getvalue())
 
     def assertTokenNotIn(self, events: list[dict[str, Any]]) -> None:
         """No event holds the token, formatted or in any of its fields."""

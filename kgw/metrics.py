@@ -1,0 +1,169 @@
+"""The gateway's Prometheus metrics: their families, what records them, and the page serving them.
+
+Each gateway has its own L{CollectorRegistry}, never prometheus_client's global one, so that
+several gateways (and tests) in one process keep their counts apart. The families are::
+
+    kgw_kernels{kernel_name, execution_state}                          gauge, read at scrape
+    kgw_websocket_connections                                          gauge, read at scrape
+    kgw_messages_total{channel, direction}                             counter
+    kgw_kernel_start_duration_seconds{kernel_name, outcome}            histogram
+    kgw_http_request_duration_seconds{method, route, status}           histogram
+
+plus the C{process_*} families of the gateway's own process.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, ProcessCollector
+from prometheus_client.core import GaugeMetricFamily, Metric
+from twisted.python import threadable
+from twisted.web.iweb import IRequest
+from twisted.web.resource import IResource, Resource
+
+if TYPE_CHECKING:
+    from kgw.kernels.registry import KernelRegistry
+
+# The message directions of kgw_messages_total, and the channels messages take in each.
+TO_CLIENT = "kernel_to_client"
+TO_KERNEL = "client_to_kernel"
+CHANNELS = {
+    TO_CLIENT: ("shell", "control", "stdin", "iopub"),
+    TO_KERNEL: ("shell", "control", "stdin"),
+}
+
+# The methods kgw_http_request_duration_seconds names; any other is counted as "other".
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+# Kernel starts take from a fraction of a second (a warm kernel) to a minute (the timeout).
+START_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0)
+
+
+class KernelCollector:
+    """
+    C{kgw_kernels} and C{kgw_websocket_connections}, counted from a kernel registry when scraped.
+
+    The registry belongs to the reactor's thread. A scrape from it reads the registry directly;
+    one from a worker thread (the WSGI resource of prometheus_client) reads the counts that
+    L{refresh} took in the reactor's thread just before the scrape was handed over.
+    """
+
+    def __init__(self, kernels: KernelRegistry) -> None:
+        self._kernels = kernels
+        self._counts: dict[tuple[str, str], int] = {}
+        self._connections = 0
+
+    def refresh(self) -> None:
+        """Count the registry's kernels by kernelspec and state, and their websockets."""
+        counts: dict[tuple[str, str], int] = {}
+        connections = 0
+        for kernel in self._kernels.kernels():
+            key = (kernel.name, kernel.executionState)
+            counts[key] = counts.get(key, 0) + 1
+            connections += kernel.connections
+        self._counts, self._connections = counts, connections
+
+    def describe(self) -> Iterable[Metric]:
+        return self._families({}, 0)
+
+    def collect(self) -> Iterable[Metric]:
+        if threadable.ioThread is None or threadable.isInIOThread():
+            self.refresh()
+        return self._families(self._counts, self._connections)
+
+    def _families(self, counts: dict[tuple[str, str], int], connections: int) -> list[Metric]:
+        kernels = GaugeMetricFamily(
+            "kgw_kernels",
+            "Kernels the gateway runs, by kernelspec and execution state.",
+            labels=["kernel_name", "execution_state"],
+        )
+        for (name, state), count in sorted(counts.items()):
+            kernels.add_metric([name, state], count)
+        websockets = GaugeMetricFamily(
+            "kgw_websocket_connections", "Channels websockets open.", value=connections
+        )
+        return [kernels, websockets]
+
+
+class GatewayMetrics:
+    """
+    The metrics of one gateway, in a registry of their own.
+
+    @ivar registry: the L{CollectorRegistry} the families are registered in.
+    """
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.messages = Counter(
+            "kgw_messages",
+            "Messages relayed between kernels and websocket clients, by channel and direction.",
+            ["channel", "direction"],
+            registry=self.registry,
+        )
+        self.kernelStarts = Histogram(
+            "kgw_kernel_start_duration_seconds",
+            "Kernel starts and how long they took, by kernelspec and outcome (started, failed).",
+            ["kernel_name", "outcome"],
+            buckets=START_BUCKETS,
+            registry=self.registry,
+        )
+        self.requests = Histogram(
+            "kgw_http_request_duration_seconds",
+            "HTTP requests and how long they took, by method, route template and status.",
+            ["method", "route", "status"],
+            registry=self.registry,
+        )
+        ProcessCollector(registry=self.registry)
+        self._kernelCollector: KernelCollector | None = None
+        self._resource: IResource | None = None
+
+    def watchKernels(self, kernels: KernelRegistry) -> None:
+        """Count the kernels of C{kernels}, and their websockets, at each scrape."""
+        self._kernelCollector = KernelCollector(kernels)
+        self.registry.register(self._kernelCollector)
+
+    def relayCounters(self, direction: str) -> dict[str, Counter]:
+        """The C{kgw_messages_total} child of each channel in C{direction}, for hot paths."""
+        return {
+            channel: self.messages.labels(channel, direction) for channel in CHANNELS[direction]
+        }
+
+    def kernelStarted(self, name: str, outcome: str, seconds: float) -> None:
+        """Record a kernel start of kernelspec C{name} that ended with C{outcome}."""
+        self.kernelStarts.labels(name, outcome).observe(seconds)
+
+    def requestFinished(self, method: str, route: str, status: int, seconds: float) -> None:
+        """Record an HTTP request; C{route} is a route template, never a raw path."""
+        if method not in METHODS:
+            method = "other"
+        self.requests.labels(method, route, str(status)).observe(seconds)
+
+    def resource(self) -> IResource:
+        """The page serving this registry in Prometheus's text format (made when first asked)."""
+        if self._resource is None:
+            # Imported here: it imports the reactor, which must be installed first.
+            from prometheus_client.twisted import MetricsResource
+
+            self._resource = MetricsPage(MetricsResource(self.registry), self._kernelCollector)
+        return self._resource
+
+
+class MetricsPage(Resource):
+    """
+    prometheus_client's resource, which scrapes in a worker thread, behind a snapshot of the
+    kernels taken in the reactor's thread when the request arrives.
+    """
+
+    isLeaf = True
+
+    def __init__(self, inner: IResource, kernels: KernelCollector | None) -> None:
+        super().__init__()
+        self._inner = inner
+        self._kernels = kernels
+
+    def render(self, request: IRequest) -> bytes | int:
+        if self._kernels is not None:
+            self._kernels.refresh()
+        return self._inner.render(request)

@@ -1,9 +1,11 @@
 """Keeping a disconnected session's messages until its client comes back.
 
-When the last websocket of a C{session_id} closes, its sockets stay open and what the kernel sends
-for it is kept, within bounds, to be replayed in order when a websocket with the same
-C{session_id} reconnects. Unlike jupyter_server's, the buffer is bounded: past the bound the
-oldest messages go, and the client is told how many on reconnection.
+When the last websocket of a C{session_id} closes without saying it is done (any close but a
+normal one, code 1000, from the client: a dropped network, a page going away), its sockets stay
+open and what the kernel sends for it is kept, within bounds, to be replayed in order when a
+websocket with the same C{session_id} reconnects. Unlike jupyter_server's, the buffer is bounded
+(messages, bytes, time, sessions): past the bound the oldest messages go, and the client is told
+how many on reconnection.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ class BufferLimits:
     maxMessages: int = 10_000
     maxBytes: int = 16 * 1024 * 1024
     timeout: float = 600.0
+    # Disconnected sessions kept per kernel; past it the oldest one's buffer goes.
+    maxSessions: int = 32
 
 
 class SessionBuffer:

@@ -253,19 +253,25 @@ class KernelChannels:
         )
         return "iopub", header, parts
 
-    def detach(self, client: Client) -> None:
+    def detach(self, client: Client, keep: bool = True) -> None:
         """
-        Stop relaying to C{client}. If it was the last client of its session, keep the session's
-        sockets and buffer what the kernel sends for a while; otherwise close its sockets.
+        Stop relaying to C{client}. If it was the last client of its session and C{keep} (it did
+        not say it was done), keep the session's sockets and buffer what the kernel sends for a
+        while; otherwise close its sockets.
         """
         channels = self.clients.pop(client, None)
         if channels is None:
             return
         sessionId = channels.sessionId
         others = any(c.sessionId == sessionId for c in self.clients.values())
-        if not sessionId or others or not self.bufferLimits.enabled or self.closed:
+        if not keep or not sessionId or others or not self.bufferLimits.enabled or self.closed:
             channels.close()
             return
+        while len(self.buffers) >= self.bufferLimits.maxSessions:
+            # Each buffered session holds three sockets: the oldest goes first.
+            oldest = next(iter(self.buffers))
+            log.info("Dropped the buffer of disconnected session {sessionId}", sessionId=oldest)
+            self._discard(self.buffers.pop(oldest))
         buffer = SessionBuffer(self.bufferLimits)
         channels.client = buffer
         expiry = self.clock.callLater(self.bufferLimits.timeout, self._expire, sessionId)

@@ -93,16 +93,27 @@ class GatewayClient:
         """
         session = uuid.uuid4().hex if sessionId is None else sessionId
         query = "?" + urlencode({"session_id": session}) if session else ""
-        url = f"ws://{self.address}{self.baseURL}api/kernels/{kernelId}/channels{query}"
-        factory = WebSocketClientFactory(url, protocols=[wire.V1_PROTOCOL] if v1 else [])
+        url = f"{self.websocketScheme}://{self.address}{self.baseURL}"
+        factory = WebSocketClientFactory(
+            f"{url}api/kernels/{kernelId}/channels{query}",
+            protocols=[wire.V1_PROTOCOL] if v1 else [],
+            headers=self.websocketHeaders,
+        )
         factory.protocol = Client
         factory.setProtocolOptions(maxMessagePayloadSize=0, maxFramePayloadSize=0)
         connected: Deferred[Client] = Deferred()
         factory.connected = connected
-        reactor.connectTCP("127.0.0.1", self.portNumber, factory)
+        self.openConnection(factory)
         client = await withTimeout(connected)
         self.test.addCleanup(client.disconnect)
         return client
+
+    websocketScheme = "ws"
+    websocketHeaders: dict[str, str] | None = None
+
+    def openConnection(self, factory: WebSocketClientFactory) -> None:
+        """Connect C{factory} to the gateway (over TCP; a TLS client overrides it)."""
+        reactor.connectTCP("127.0.0.1", self.portNumber, factory)
 
 
 class RunningGateway(GatewayClient):

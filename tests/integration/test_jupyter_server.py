@@ -14,12 +14,9 @@ import os
 import re
 import signal
 import sys
-import uuid
 from typing import Any
-from urllib.parse import urlencode
 
 import treq
-from autobahn.twisted.websocket import WebSocketClientFactory
 from twisted.internet import defer, error, reactor
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.error import ProcessDone, ProcessTerminated
@@ -27,7 +24,7 @@ from twisted.internet.protocol import ProcessProtocol
 from twisted.internet.task import deferLater
 from twisted.trial.unittest import TestCase
 
-from tests.support import Client, GatewayClient, RunningGateway, reply, stdout, withTimeout
+from tests.support import GatewayClient, RunningGateway, reply, stdout, withTimeout
 
 GATEWAY_TOKEN = "kgw-token-for-jupyter-server"
 SERVER_TOKEN = "jupyter-server-own-token"
@@ -168,21 +165,7 @@ class JupyterServerClient(GatewayClient):
         contentType = (response.headers.getRawHeaders("content-type") or [""])[0]
         return response.code, content, contentType
 
-    async def connect(self, kernelId: str, v1: bool = False, sessionId: str = "") -> Client:
-        """Open jupyter_server's channels websocket of a kernel, in the legacy protocol."""
-        query = urlencode({"session_id": sessionId or uuid.uuid4().hex})
-        url = f"ws://{self.address}/api/kernels/{kernelId}/channels?{query}"
-        factory = WebSocketClientFactory(
-            url, headers={"Authorization": f"token {SERVER_TOKEN}"}, protocols=[]
-        )
-        factory.protocol = Client
-        factory.setProtocolOptions(maxMessagePayloadSize=0, maxFramePayloadSize=0)
-        connected: Deferred[Client] = Deferred()
-        factory.connected = connected
-        reactor.connectTCP("127.0.0.1", self.portNumber, factory)
-        client = await withTimeout(connected)
-        self.test.addCleanup(client.disconnect)
-        return client
+    websocketHeaders = {"Authorization": f"token {SERVER_TOKEN}"}
 
 
 class JupyterServerGatewayTests(TestCase):

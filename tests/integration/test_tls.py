@@ -11,14 +11,11 @@ import shutil
 import signal
 import socket
 import tempfile
-import uuid
 from typing import Any
-from urllib.parse import urlencode
 
 from autobahn.twisted.websocket import WebSocketClientFactory
 from OpenSSL import SSL
 from twisted.internet import reactor
-from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import UNIXClientEndpoint
 from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.internet.ssl import Certificate, PrivateCertificate, optionsForClientTLS
@@ -32,7 +29,7 @@ from kgw.gateway import buildGateway, buildSite
 from kgw.listen import listeningServices
 from tests.certificates import Authority
 from tests.integration.test_daemon import Twistd, spawnTwistd
-from tests.support import TIMEOUT, Client, GatewayClient, RunningGateway, stdout, withTimeout
+from tests.support import TIMEOUT, GatewayClient, RunningGateway, stdout, withTimeout
 from tests.test_listen import freePortPair
 
 
@@ -94,19 +91,11 @@ class TLSGateway(RunningGateway):
         self.test.addCleanup(self.stop)
         return self
 
-    async def connect(self, kernelId: str, v1: bool = False, sessionId: str = "") -> Client:
-        """Open the channels websocket of a kernel over TLS, in the legacy protocol."""
-        query = urlencode({"session_id": sessionId or uuid.uuid4().hex})
-        url = f"wss://{self.address}{self.baseURL}api/kernels/{kernelId}/channels?{query}"
-        factory = WebSocketClientFactory(url)
-        factory.protocol = Client
-        connected: Deferred[Client] = Deferred()
-        factory.connected = connected
+    websocketScheme = "wss"
+
+    def openConnection(self, factory: WebSocketClientFactory) -> None:
         creator = self.policy.creatorForNetloc(b"127.0.0.1", self.portNumber)
         reactor.connectSSL("127.0.0.1", self.portNumber, factory, creator)
-        client = await withTimeout(connected)
-        self.test.addCleanup(client.disconnect)
-        return client
 
 
 def refusedByTLS(error: ResponseFailed) -> bool:

@@ -120,6 +120,7 @@ def _notebookHTTP(config: Config, clock: IReactorTime, kernels: KernelRegistry) 
         timeout=config.request_timeout,
         allowDownload=config.allow_notebook_download,
         staticPath=config.static_path,
+        hideToken=bool(config.auth_token),
     )
     edge = Edge.fromConfig(
         resource.app.resource(),

@@ -69,6 +69,7 @@ class NotebookAPIResource:
         timeout: float = 0.0,
         allowDownload: bool = False,
         staticPath: str = "",
+        hideToken: bool = False,
     ) -> None:
         self.api = api
         self.lender = lender
@@ -77,6 +78,7 @@ class NotebookAPIResource:
         self.timeout = timeout
         self.allowDownload = allowDownload
         self.staticPath = staticPath
+        self.hideToken = hideToken
         self._swagger = json.dumps(buildSwagger(api.endpoints, notebookPath)).encode("utf-8")
         self._routes = RouteTemplates(self.app.url_map)
 
@@ -136,7 +138,9 @@ class NotebookAPIResource:
         args = {
             name: values
             for name, values in parse_qs(query, keep_blank_values=True).items()
-            if name != "token"
+            # The gateway's token is the gateway's, never the cell's; without one, a "token"
+            # argument is the notebook's own (a page token, say).
+            if not (self.hideToken and name == "token")
         }
         contentType = request.getHeader(b"content-type")
         built = buildRequest(

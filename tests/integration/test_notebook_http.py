@@ -523,6 +523,16 @@ class FilesAndTokenTests(TestCase):
 
     timeout = 120
 
+    async def test_tokenArgument(self):
+        """The gateway's token never reaches a cell; without one, ?token= is the cell's own."""
+        cell = "# GET /args\nimport json\nprint(sorted(json.loads(REQUEST)['args']))"
+        guarded = await serve(self, writeNotebook(self, cell), auth_token=TOKEN)
+        answer = await fetch(guarded, "GET", f"args?token={TOKEN}&page=2")
+        self.assertEqual(answer.text, "['page']\n")
+        open_ = await serve(self, writeNotebook(self, cell))
+        answer = await fetch(open_, "GET", "args?token=next-page")
+        self.assertEqual(answer.text, "['token']\n")
+
     async def test_sourceStaticAndToken(self):
         """Source and /public/ are served when enabled, never outside the directory, with token."""
         root = os.path.abspath(self.mktemp())

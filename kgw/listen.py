@@ -311,6 +311,19 @@ class Listener(Service):
         return None if port is None else port.stopListening()
 
 
+def _endpoint(reactor: IReactorCore, description: str) -> IStreamServerEndpoint:
+    """
+    The endpoint a C{--listen} description names.
+
+    @raise SystemExit: with a one-line reason, if it names none that can be made here (a
+        malformed description, or C{systemd:} without an inherited socket).
+    """
+    try:
+        return serverFromString(reactor, description)
+    except Exception as e:
+        raise SystemExit(f"kgw: cannot listen on {description!r}: {e!r}") from None
+
+
 def listeningServices(
     config: Config, factory: IProtocolFactory, reactor: IReactorCore
 ) -> list[IService]:
@@ -323,7 +336,7 @@ def listeningServices(
     """
     if config.listen:
         return [
-            Listener(factory, [Candidate(serverFromString(reactor, text), text)], reactor)
+            Listener(factory, [Candidate(_endpoint(reactor, text), text)], reactor)
             for text in config.listen
         ]
     endpoint: Callable[[int], IStreamServerEndpoint]

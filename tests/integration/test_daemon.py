@@ -93,6 +93,16 @@ class CommandLineTests(TestCase):
             self.assertNotEqual(code, 0)
             self.assertIn(name, process.output)
 
+    async def test_badListenDescriptionRefused(self):
+        """A --listen description that names no endpoint here ends start-up with one line."""
+        for description, why in (("tpc:1", b"Unknown endpoint type"), ("systemd:index=0", b"")):
+            process = spawnTwistd(self, "-n", "--pidfile=", "kgw", f"--listen={description}")
+            code = await withTimeout(process.ended)
+            self.assertEqual(code, 1)
+            self.assertIn(f"cannot listen on {description!r}".encode(), process.output)
+            self.assertIn(why, process.output)
+            self.assertNotIn(b"Traceback", process.output)
+
     async def test_badValueRefused(self):
         """A value that does not parse is a usage error naming the option."""
         process = spawnTwistd(self, "-n", "kgw", "--port=eighty")

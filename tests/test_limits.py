@@ -1,4 +1,4 @@
-"""IOPub rate limiting, in memory, with a given clock."""
+"""Rules that need no kernel: iopub rate limits, culling, session buffer bounds, prefixes."""
 
 from __future__ import annotations
 
@@ -53,3 +53,30 @@ class CullingTests(SynchronousTestCase):
         self.assertTrue(Culling(60, connected=True).applies(61, 1, "idle"))
         self.assertTrue(Culling(60, busy=True).applies(61, 0, "busy"))
         self.assertFalse(Culling(0).applies(10**6, 0, "idle"))
+
+
+class SessionBufferTests(SynchronousTestCase):
+    def test_byteBound(self):
+        """Past buffer_max_bytes the oldest messages go, and are counted."""
+        from kgw.kernels.buffering import BufferLimits, SessionBuffer
+
+        buffer = SessionBuffer(BufferLimits(maxMessages=100, maxBytes=300))
+        for i in range(5):
+            buffer.relay("iopub", {"msg_id": str(i)}, [b"x" * 100])
+        self.assertEqual([h["msg_id"] for _, h, _, _ in buffer.messages], ["2", "3", "4"])
+        self.assertEqual((buffer.dropped, buffer.size), (2, 300))
+
+
+class CommentPrefixTests(SynchronousTestCase):
+    def test_configuredPrefixReachesParser(self):
+        """comment_prefix from the options decides which cells of a notebook are endpoints."""
+        from kgw.notebook_http.cells import notebookAPI
+        from tests.test_tap import parse
+
+        config = parse('--comment-prefix={"r": "##"}')
+        notebook = {
+            "metadata": {"language_info": {"name": "R"}},
+            "cells": [{"cell_type": "code", "source": "## GET /r\nprint(1)"}],
+        }
+        api = notebookAPI(notebook, "r.ipynb", config.comment_prefix)
+        self.assertEqual([e.path for e in api.endpoints], ["/r"])

@@ -63,6 +63,8 @@ class AdoptionTests(TestCase):
             f"--state-dir={self.stateDir}",
             env=env,
         )
+        # Before the daemon is reaped, note its kernels: they outlive it by design.
+        self.addCleanup(lambda: self.orphans.update(childProcesses(process.pid)))
         port = await withTimeout(process.listening)
         return process, GatewayClient(self, port)
 

@@ -85,19 +85,31 @@ class GatewayClient:
         return model
 
     async def connect(
-        self, kernelId: str, v1: bool = False, sessionId: str | None = None
+        self,
+        kernelId: str,
+        v1: bool = False,
+        sessionId: str | None = None,
+        query: dict[str, str] | None = None,
+        origin: str | None = None,
+        headers: dict[str, str] | None = None,
     ) -> Client:
         """
         Open the channels websocket of a kernel, in the v1 or the legacy protocol, with a new
-        session id unless C{sessionId} gives one (C{""}: none at all).
+        session id unless C{sessionId} gives one (C{""}: none at all), C{query} added to its URL,
+        and the handshake sent from C{origin} with C{headers}.
+
+        @raise ConnectionError: naming the HTTP status, if the handshake is refused.
         """
         session = uuid.uuid4().hex if sessionId is None else sessionId
-        query = "?" + urlencode({"session_id": session}) if session else ""
+        arguments = {"session_id": session} if session else {}
+        arguments.update(query or {})
+        suffix = "?" + urlencode(arguments) if arguments else ""
         url = f"{self.websocketScheme}://{self.address}{self.baseURL}"
         factory = WebSocketClientFactory(
-            f"{url}api/kernels/{kernelId}/channels{query}",
+            f"{url}api/kernels/{kernelId}/channels{suffix}",
             protocols=[wire.V1_PROTOCOL] if v1 else [],
-            headers=self.websocketHeaders,
+            origin=origin,
+            headers={**(self.websocketHeaders or {}), **(headers or {})} or None,
         )
         factory.protocol = Client
         factory.setProtocolOptions(maxMessagePayloadSize=0, maxFramePayloadSize=0)

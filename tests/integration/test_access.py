@@ -4,13 +4,9 @@ from __future__ import annotations
 
 import os
 import signal
-import uuid
 from typing import Any
-from urllib.parse import urlencode
 
-from autobahn.twisted.websocket import WebSocketClientFactory
 from twisted.internet import reactor
-from twisted.internet.defer import Deferred
 from twisted.internet.task import deferLater
 from twisted.trial.unittest import TestCase
 
@@ -47,16 +43,7 @@ class HandshakeTests(TestCase):
 
         @raise ConnectionError: naming the HTTP status, if the handshake is refused.
         """
-        arguments = urlencode({"session_id": uuid.uuid4().hex, **(query or {})})
-        url = f"ws://{gateway.address}/api/kernels/{kernelId}/channels?{arguments}"
-        factory = WebSocketClientFactory(url, origin=origin, headers=headers)
-        factory.protocol = Client
-        connected: Deferred[Client] = Deferred()
-        factory.connected = connected
-        reactor.connectTCP("127.0.0.1", gateway.portNumber, factory)
-        client = await withTimeout(connected)
-        self.addCleanup(client.disconnect)
-        return client
+        return await gateway.connect(kernelId, query=query, origin=origin, headers=headers)
 
     async def assertRefused(self, status: int, *args: Any, **kw: Any) -> None:
         """The handshake with these arguments is answered with C{status}."""

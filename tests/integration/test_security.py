@@ -6,32 +6,18 @@ import io
 import json
 import os
 import secrets
-import uuid
 from typing import Any
-from urllib.parse import urlencode
 
-from autobahn.twisted.websocket import WebSocketClientFactory
-from twisted.internet import reactor
-from twisted.internet.defer import Deferred
 from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import TestCase
 
 from kgw.jsonlog import jsonLineObserver
-from tests.support import Client, RunningGateway, stdout, withTimeout
+from tests.support import Client, RunningGateway, stdout
 
 
-async def connect(test: TestCase, gateway: RunningGateway, kernelId: str, **query: str) -> Client:
+async def connect(gateway: RunningGateway, kernelId: str, **query: str) -> Client:
     """Open the channels websocket of C{kernelId} with C{query} added to its URL."""
-    arguments = urlencode({"session_id": uuid.uuid4().hex, **query})
-    url = f"ws://{gateway.address}/api/kernels/{kernelId}/channels?{arguments}"
-    factory = WebSocketClientFactory(url)
-    factory.protocol = Client
-    connected: Deferred[Client] = Deferred()
-    factory.connected = connected
-    reactor.connectTCP("127.0.0.1", gateway.portNumber, factory)
-    client = await withTimeout(connected)
-    test.addCleanup(client.disconnect)
-    return client
+    return await gateway.connect(kernelId, query=query)
 
 
 class TokenSecrecyTests(TestCase):
@@ -90,12 +76,12 @@ class TokenSecrecyTests(TestCase):
             code, _ = await gateway.request(method, path, headers=headers)
             self.assertNotEqual(code, 500, path)
         kernelId = await self.startKernel(gateway, {})
-        client = await connect(self, gateway, kernelId, **query)
+        client = await connect(gateway, kernelId, **query)
         messages = await client.execute("print('hello')")
         self.assertEqual(stdout(messages), "hello\n")
         await client.disconnect()
         with self.assertRaises(ConnectionError):
-            await connect(self, gateway, kernelId, token=self.token + "x")
+            await connect(gateway, kernelId, token=self.token + "x")
         code, _ = await gateway.request("DELETE", f"api/kernels/{kernelId}?token={self.token}")
         self.assertEqual(code, 204)
 
@@ -118,7 +104,7 @@ class TokenSecrecyTests(TestCase):
             code, _ = await gateway.request(method, path, headers=headers)
             self.assertNotEqual(code, 500, path)
         kernelId = await self.startKernel(gateway, {})
-        client = await connect(self, gateway, kernelId, token=self.token)
+        client = await connect(gateway, kernelId, token=self.token)
         self.assertEqual(stdout(await client.execute("print('hello')")), "hello\n")
         await client.disconnect()
 
@@ -152,7 +138,7 @@ class TokenSecrecyTests(TestCase):
             gateway, {"env": {"KG_AUTH_TOKEN": "from-client", "KERNEL_X": "1"}}
         )
         for kernelId in (inherited, requested):
-            client = await connect(self, gateway, kernelId, token=self.token)
+            client = await connect(gateway, kernelId, token=self.token)
             messages = await client.execute("import os; print(sorted(os.environ.items()))")
             printed = stdout(messages)
             # The kernel did get the gateway's variables: the token is missing, not everything.

@@ -110,7 +110,9 @@ def _notebookHTTP(config: Config, clock: IReactorTime, kernels: KernelRegistry) 
     if seed is None:
         raise ConfigError("notebook-http mode needs a notebook: set seed_uri")
     api = notebookAPI(seed.notebook, seed.path, config.comment_prefix)
-    kernels.seed = replace(seed, cells=tuple(api.seedCells))
+    # Without history: requests run without it too, and IPython decides whether to show a
+    # result by the last cell in it (see L{kgw.notebook_http.cells.endsWithSemicolon}).
+    kernels.seed = replace(seed, cells=tuple(api.seedCells), storeHistory=False)
     lender = KernelLender(kernels, config.prespawn_count, clock)
     resource = NotebookAPIResource(
         api,

@@ -7,7 +7,7 @@ import json
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from kgw.notebook_http.cells import AnnotationError, match, parseNotebook
+from kgw.notebook_http.cells import AnnotationError, endsWithSemicolon, match, parseNotebook
 from kgw.notebook_http.request import assignment, buildRequest, parseBody
 from kgw.notebook_http.responses import (
     Outputs,
@@ -105,6 +105,25 @@ class AnnotationTests(SynchronousTestCase):
         """Lower-case comments that mention paths are ordinary code, not annotations."""
         api = parseNotebook(notebook(code("# see /etc/hosts\nx = 1"), code("# GET /a\n1")))
         self.assertEqual(api.seedCells, ["# see /etc/hosts\nx = 1"])
+
+    def test_semicolonQuietsPythonOnly(self):
+        """IPython's rule: a Python cell whose last token is a semicolon shows no result."""
+        api = parseNotebook(
+            notebook(code("# GET /q\n1;  # note\n"), code("# GET /r\n'a;'"), code("# GET /s\n1"))
+        )
+        self.assertEqual(
+            {e.path: e.quiet for e in api.endpoints}, {"/q": True, "/r": False, "/s": False}
+        )
+        other = parseNotebook(notebook(code("# GET /q\n1;"), language="bash"))
+        self.assertFalse(other.endpoints[0].quiet)
+
+    def test_semicolonRule(self):
+        """As IPython: comments and blank lines are passed over, a block's end is not."""
+        self.assertTrue(endsWithSemicolon("x = 1\n1;\n\n# end\n"))
+        self.assertFalse(endsWithSemicolon("for i in x:\n    f(i);\n"))
+        self.assertFalse(endsWithSemicolon("a; b"))
+        self.assertFalse(endsWithSemicolon('"""unterminated;'))
+        self.assertFalse(endsWithSemicolon(""))
 
 
 class RoutingTests(SynchronousTestCase):
@@ -215,6 +234,14 @@ class ResponseTests(SynchronousTestCase):
         answer = response(outputs)
         self.assertEqual(answer.status, 500)
         self.assertEqual(answer.body, b"Error ZeroDivisionError: division by zero \n")
+
+    def test_quietLeavesResultOut(self):
+        """A quiet execution's result is not the body; its stdout and displays still are."""
+        outputs = Outputs(quiet=True)
+        outputs.add("execute_result", {"data": {"text/plain": "1"}})
+        self.assertEqual(response(outputs).body, b"")
+        outputs.add("display_data", {"data": {"application/json": {"a": 1}}})
+        self.assertEqual(response(outputs).body, b'{"a": 1}')
 
     def test_plainResultAsKG(self):
         """A text-only result is the bundle as JSON, as in KG."""

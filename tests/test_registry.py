@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from twisted.internet.defer import Deferred, succeed
@@ -50,10 +51,14 @@ class Executions:
         self.replies = replies or {}
         self.later = later
         self.calls: list[tuple[str, str]] = []
+        self.history: list[bool] = []
         self.waiting: list[Deferred[dict[str, Any]]] = []
 
-    def __call__(self, kernel: Kernel, code: str) -> Deferred[dict[str, Any]]:
+    def __call__(
+        self, kernel: Kernel, code: str, storeHistory: bool = True
+    ) -> Deferred[dict[str, Any]]:
         self.calls.append((kernel.id, code))
+        self.history.append(storeHistory)
         if self.later:
             d: Deferred[dict[str, Any]] = Deferred()
             self.waiting.append(d)
@@ -240,6 +245,13 @@ class SeedingTests(SynchronousTestCase):
         kernel = self.successResultOf(started)
         self.assertEqual(self.kernels.kernels(), [kernel])
         self.assertEqual({kernelId for kernelId, _ in self.executions.calls}, {kernel.id})
+
+    def test_historyAsTheSeedSays(self) -> None:
+        """Seed cells are kept in the kernel's history unless the seed says otherwise."""
+        self.successResultOf(self.kernels.startKernel())
+        self.kernels.seed = replace(self.seed, storeHistory=False)
+        self.successResultOf(self.kernels.startKernel())
+        self.assertEqual(self.executions.history, [True, True, False, False])
 
     def test_failingCellFailsStart(self) -> None:
         """A cell that raises fails the POST with 500 naming its error; the kernel is gone."""

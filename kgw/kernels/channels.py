@@ -186,14 +186,14 @@ class KernelChannels:
             self._caller = KernelCaller(self)
         return self._caller
 
-    def execute(self, code: str) -> Deferred[dict[str, Any]]:
+    def execute(self, code: str, storeHistory: bool = True) -> Deferred[dict[str, Any]]:
         """
         Run C{code} for the gateway itself and fire with its C{execute_reply} content, once the
         kernel is idle again. Clients see its iopub messages, not its reply.
         """
         if self.closed:
             return fail(ConnectionDone("the kernel's channels are closed"))
-        return self.caller.execute(code)
+        return self.caller.execute(code, storeHistory=storeHistory)
 
     def hold(self) -> None:
         """

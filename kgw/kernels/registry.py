@@ -438,7 +438,9 @@ class KernelRegistry(Service):
         log.info("Seeding kernel {kernelId} with {path}", kernelId=kernel.id, path=seed.path)
         for number, code in enumerate(seed.cells, 1):
             reply = await self._whileAlive(
-                kernel, self._execute(kernel, code), "while running the seed notebook"
+                kernel,
+                self._execute(kernel, code, seed.storeHistory),
+                "while running the seed notebook",
             )
             status = reply.get("status")
             if status == "ok":
@@ -456,10 +458,12 @@ class KernelRegistry(Service):
             )
             raise SeedFailed(f"Error seeding kernel {kernel.name}: cell {number} raised {problem}")
 
-    def _execute(self, kernel: Kernel, code: str) -> Deferred[dict[str, Any]]:
+    def _execute(
+        self, kernel: Kernel, code: str, storeHistory: bool = True
+    ) -> Deferred[dict[str, Any]]:
         """Run C{code} on a kernel and fire with its C{execute_reply} content."""
         assert kernel.channels is not None
-        return kernel.channels.execute(code)
+        return kernel.channels.execute(code, storeHistory)
 
     def _whileAlive(self, kernel: Kernel, d: Deferred[Any], doing: str) -> Deferred[Any]:
         """

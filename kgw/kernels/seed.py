@@ -43,6 +43,8 @@ class Seed:
     language: str | None
     # The whole notebook, for notebook-http mode, which reads its annotations.
     notebook: Any = field(default=None, compare=False, repr=False)
+    # Whether the kernel keeps the seed cells in its history (notebook-http kernels keep none).
+    storeHistory: bool = True
 
     def appliesTo(self, kernelName: str, language: str | None) -> bool:
         """Whether a new kernel of this kernelspec and language is to be seeded."""

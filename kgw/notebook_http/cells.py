@@ -7,7 +7,9 @@ Every other code cell is seed code, run once on each kernel. Pure functions, no 
 
 from __future__ import annotations
 
+import io
 import re
+import tokenize
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -59,6 +61,8 @@ class Endpoint:
     cells: list[int] = field(default_factory=list)
     responseSource: str | None = None
     description: str | None = None
+    # The cell's result is not shown: IPython's rule for a cell that ends with a semicolon.
+    quiet: bool = False
 
     @property
     def segments(self) -> tuple[str, ...]:
@@ -161,7 +165,32 @@ def parseNotebook(
     for (path, method), sources in responses.items():
         if (path, method) in endpoints:
             endpoints[(path, method)].responseSource = "".join(sources)
+    if language.lower() == "python":
+        for endpoint in endpoints.values():
+            endpoint.quiet = endsWithSemicolon(endpoint.source)
     return NotebookAPI(routingOrder(list(endpoints.values())), seeds, language)
+
+
+def endsWithSemicolon(source: str) -> bool:
+    """
+    Whether the last token of Python C{source}, comments and blank lines aside, is C{;}.
+
+    IPython shows no result for such a cell. It decides by the cell in its history, which
+    notebook-http kernels do not keep (so that serving requests does not grow it without end):
+    the gateway applies the rule itself.
+    """
+    last = None
+    try:
+        for token in tokenize.generate_tokens(io.StringIO(source).readline):
+            if token.type not in _NOT_CODE:
+                last = token
+    except (tokenize.TokenError, SyntaxError):
+        return False
+    return last is not None and last.type == tokenize.OP and last.string == ";"
+
+
+# What IPython passes over, looking back for the semicolon (a dedent is not among them).
+_NOT_CODE = frozenset({tokenize.ENDMARKER, tokenize.NL, tokenize.NEWLINE, tokenize.COMMENT})
 
 
 def _checkAnnotation(method: str, path: str, where: str) -> None:

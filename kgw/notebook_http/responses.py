@@ -16,19 +16,25 @@ BASE64_TYPES = frozenset({"image/png", "application/pdf"})
 
 @dataclass
 class Outputs:
-    """What one execution published: stdout text, rich results, and its error if any."""
+    """
+    What one execution published: stdout text, rich results, and its error if any.
+
+    @ivar quiet: leave the C{execute_result} out, as IPython does for a cell ending in C{;}.
+    """
 
     stdout: list[str] = field(default_factory=list)
     results: list[Mapping[str, Any]] = field(default_factory=list)
     displays: list[Mapping[str, Any]] = field(default_factory=list)
     error: tuple[str, str] | None = None
+    quiet: bool = False
 
     def add(self, msgType: str, content: Mapping[str, Any]) -> None:
         """Record one iopub message (by type and content) of the execution."""
         if msgType == "stream" and content.get("name") == "stdout":
             self.stdout.append(str(content.get("text", "")))
         elif msgType == "execute_result":
-            self.results.append(content.get("data", {}))
+            if not self.quiet:
+                self.results.append(content.get("data", {}))
         elif msgType == "display_data":
             self.displays.append(content.get("data", {}))
         elif msgType == "error" and self.error is None:

@@ -188,16 +188,17 @@ class NotebookAPIResource:
         if channels is None or channels.closed:
             raise KernelDied()
         caller = channels.caller
-        outputs = Outputs()
+        outputs = Outputs(quiet=endpoint.quiet)
         # One execute runs the assignment and the cell together (KG runs them as two, one after
         # the other); a ResponseInfo cell goes at once behind it. A cell that fails makes the
         # kernel abort the ResponseInfo (stop_on_error), and as in KG the answer is its 500.
+        # Requests are not kept in the kernel's history, which would grow with each of them.
         code = assignment(self.api.language, built) + "\n" + endpoint.source
-        ran = caller.execute(code, onOutput=outputs.add)
+        ran = caller.execute(code, storeHistory=False, onOutput=outputs.add)
         info = Outputs()
         infoRan = None
         if endpoint.responseSource is not None:
-            infoRan = caller.execute(endpoint.responseSource, onOutput=info.add)
+            infoRan = caller.execute(endpoint.responseSource, storeHistory=False, onOutput=info.add)
         try:
             await self._withTimeout(ran)
             answer = response(outputs)

@@ -427,6 +427,29 @@ class RoutingAndResponseTests(TestCase):
         self.assertEqual(answer.header("Content-Type"), "application/json")
         self.assertEqual(answer.json(), {"id": 1})
 
+    async def test_historyAndSemicolon(self):
+        """
+        Requests leave nothing in the kernel's history, so it does not grow with them; a cell
+        ending in a semicolon still shows no result, and only such a cell, whatever the seed's
+        last cell ends with.
+        """
+        notebook = writeNotebook(
+            self,
+            "SEEDED = 1;",
+            "# GET /history\nprint(len(In), get_ipython().execution_count)",
+            "# GET /quiet\n{'shown': False};  # a comment after it",
+            "# GET /loud\n{'shown': True}",
+        )
+        gateway = await serve(self, notebook)
+        first = (await fetch(gateway, "GET", "history")).text
+        for _ in range(3):
+            await fetch(gateway, "GET", "loud")
+        self.assertEqual((await fetch(gateway, "GET", "history")).text, first)
+        answer = await fetch(gateway, "GET", "quiet")
+        self.assertEqual((answer.code, answer.body), (200, b""))
+        answer = await fetch(gateway, "GET", "loud")
+        self.assertEqual(answer.json(), {"text/plain": "{'shown': True}"})
+
 
 class ConcurrencyTests(TestCase):
     """Requests share the kernels: one request per kernel at a time, first come first served."""

@@ -10,7 +10,7 @@ from treq.testing import StubTreq
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.task import deferLater
-from twisted.logger import capturedLogs
+from twisted.logger import capturedLogs, formatEvent
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
@@ -265,6 +265,23 @@ class RequestLogTests(SynchronousTestCase):
             self.assertIn(line["route"], line["message"])
         for event in events:
             self.assertNotIn(TOKEN, eventAsLine(event))
+        self.assertIn(
+            f"/api/kernels/{kernels.kernels()[0].id}?token=[secret] HTTP/1.1", lines[1]["message"]
+        )
+
+    def test_accessLineCannotBeForged(self) -> None:
+        """
+        Quotes and control characters in a user agent are escaped: its quoted field ends where
+        it should, and no terminal escape reaches the log.
+        """
+        stub, _ = makeAPI(self, metrics=GatewayMetrics())
+        evil = 'x" 200 0 "\x1b[2K'
+        with capturedLogs() as events:
+            call(stub, "GET", "/api", headers={"User-Agent": evil, "Referer": f"/r?token={TOKEN}"})
+        [event] = [e for e in events if e["log_namespace"] == "kgw.api.observe"]
+        text = formatEvent(event)
+        self.assertNotIn("\x1b", text)
+        self.assertTrue(text.endswith('"/r?token=[secret]" "x\\" 200 0 \\"\\u001b[2K"'), text)
 
 
 class RouteTemplateTests(SynchronousTestCase):

@@ -175,6 +175,11 @@ class Edge(Resource):
             return UNMATCHED
         return self._routes(request.method.decode("latin-1"), path)
 
+    @property
+    def observesRequests(self) -> bool:
+        """Whether this edge logs and counts each request (it has metrics)."""
+        return self._observer is not None
+
     def render(self, request: IRequest) -> bytes | int:
         if self._observer is None:
             return self._render(request, UNMATCHED)

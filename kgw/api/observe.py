@@ -1,12 +1,13 @@
-"""What the gateway records of each HTTP request: a log event and its metrics, once it is over.
+"""What the gateway records of each HTTP request: one log line and its metrics, once it is over.
 
-The event carries the method, the route template, the status and the duration, as keys a JSON
-log keeps; never the path or the query, which may hold the token (Twisted's access log, which
-redacts it, shows those).
+The line is the gateway's access log: who asked, the request line with any token redacted, the
+status, the bytes sent, the duration, the route template, the referrer and the user agent. Its
+event carries each as a key, so a JSON log keeps them apart (L{kgw.jsonlog}).
 """
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 
@@ -14,6 +15,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
 
+from kgw.api.access import redactToken
 from kgw.metrics import GatewayMetrics
 
 log = Logger()
@@ -23,13 +25,30 @@ CLIENT_CLOSED = 499
 # The status of a request handed over to a websocket: its answer is no longer HTTP's.
 SWITCHED = 101
 
+ACCESS_LINE = (
+    '{client} "{method} {uri} {protocol}" {status} {size} {duration:.3f}s {route} '
+    '"{referer}" "{agent}"'
+)
+
+
+def printable(raw: bytes | None) -> str:
+    """
+    C{raw} as text that cannot break a log line or its quoting: control characters, quotes and
+    backslashes escaped as in JSON, other bytes taken as Latin-1; C{-} for nothing.
+    """
+    if not raw:
+        return "-"
+    return json.dumps(raw.decode("latin-1"))[1:-1]
+
 
 class RequestWatch:
     """One request being timed; L{finish} records it once, whichever way it ends."""
 
-    def __init__(self, observer: RequestObserver, method: str, route: str, started: float) -> None:
+    def __init__(
+        self, observer: RequestObserver, request: IRequest, route: str, started: float
+    ) -> None:
         self._observer = observer
-        self._method = method
+        self._request = request
         self._route = route
         self._started = started
         self.done = False
@@ -40,7 +59,7 @@ class RequestWatch:
             return
         self.done = True
         self._observer.record(
-            self._method, self._route, status, self._observer.clock() - self._started
+            self._request, self._route, status, self._observer.clock() - self._started
         )
 
 
@@ -62,7 +81,7 @@ class RequestObserver:
         Start timing C{request}, whose route template is C{route}; it is recorded when its
         answer is finished, or with status 499 when its connection is lost first.
         """
-        watch = RequestWatch(self, request.method.decode("latin-1"), route, self.clock())
+        watch = RequestWatch(self, request, route, self.clock())
 
         def finished(result: object) -> None:
             watch.finish(CLIENT_CLOSED if isinstance(result, Failure) else request.code)
@@ -70,13 +89,22 @@ class RequestObserver:
         request.notifyFinish().addBoth(finished)
         return watch
 
-    def record(self, method: str, route: str, status: int, seconds: float) -> None:
+    def record(self, request: IRequest, route: str, status: int, seconds: float) -> None:
         """Log one finished request and count it."""
+        method = request.method.decode("latin-1")
         self.metrics.requestFinished(method, route, status, seconds)
+        address = request.getClientAddress()
+        referer = request.getHeader(b"referer")
         log.info(
-            "{method} {route} {status} {duration:.3f}s",
-            method=method,
-            route=route,
+            ACCESS_LINE,
+            client=str(getattr(address, "host", None) or getattr(address, "name", None) or "-"),
+            method=printable(request.method),
+            uri=printable(redactToken(request.uri)),
+            protocol=printable(request.clientproto),
             status=status,
+            size=getattr(request, "sentLength", 0),
             duration=round(seconds, 6),
+            route=route,
+            referer=printable(redactToken(referer) if referer else None),
+            agent=printable(request.getHeader(b"user-agent")),
         )

@@ -107,3 +107,10 @@ class AccessLogTests(TestCase):
         os.kill(process.pid, signal.SIGTERM)
         await withTimeout(process.ended)
         self.assertNotIn(TOKEN.encode(), process.output)
+        # One line per request, with the route template and the duration.
+        [line] = [
+            line
+            for line in process.output.splitlines()
+            if b"GET /api?token=[secret] HTTP/1.1" in line
+        ]
+        self.assertRegex(line, rb'" 200 \d+ \d+\.\d{3}s /api "-" "')

@@ -23,7 +23,7 @@ from twisted.logger import Logger
 from txzmq import ZmqFactory
 
 from kgw.kernels.buffering import BufferLimits, SessionBuffer
-from kgw.kernels.sockets import JupyterSocket, MessageError, Signer, address
+from kgw.kernels.sockets import JupyterSocket, MessageError, Pacing, Signer, address
 
 if TYPE_CHECKING:
     from kgw.kernels.execution import KernelCaller
@@ -75,7 +75,12 @@ class KernelChannels:
         self._caller: KernelCaller | None = None
         self._readyWaits: set[Callable[[object], None]] = set()
         self._iopub = JupyterSocket(
-            factory, zmq.SUB, address(info, "iopub"), self._iopubReceived, clock=clock
+            factory,
+            zmq.SUB,
+            address(info, "iopub"),
+            self._iopubReceived,
+            clock=clock,
+            pacing=Pacing(),
         )
 
     def _iopubReceived(self, frames: list[bytes]) -> None:

@@ -26,6 +26,8 @@ log = Logger()
 
 CLOSE_NORMAL = 1000
 CLOSE_GOING_AWAY = 1001
+# Messages of at least this many bytes are sent without joining their pieces into one.
+LARGE_FRAME = 1 << 20
 
 
 class _Uncounted:
@@ -135,15 +137,24 @@ class ChannelsProtocol(WebSocketServerProtocol):
 
     def _send(self, channel: str, header: dict[str, Any], parts: Sequence[bytes]) -> None:
         if self.v1:
-            self.sendMessage(wire.encode_v1(channel, parts), isBinary=True)
+            pieces, isBinary = wire.pieces_v1(channel, parts), True
+        else:
+            pieces, isBinary = wire.pieces_legacy(
+                channel,
+                str(header.get("msg_id", "")),
+                str(header.get("msg_type", "")),
+                parts,
+            )
+        size = sum(len(piece) for piece in pieces)
+        if size < LARGE_FRAME:
+            self.sendMessage(b"".join(pieces), isBinary=isBinary)
             return
-        payload, isBinary = wire.encode_legacy(
-            channel,
-            str(header.get("msg_id", "")),
-            str(header.get("msg_type", "")),
-            parts,
-        )
-        self.sendMessage(payload, isBinary=isBinary)
+        # A large message goes out piece by piece in one frame, never joined into a copy.
+        self.beginMessage(isBinary=isBinary)
+        self.beginMessageFrame(size)
+        for piece in pieces:
+            self.sendMessageFrameData(piece)
+        self.endMessage()
 
     def kernelGone(self, code: int, reason: str) -> None:
         """The kernel is going away: close the websocket with C{code}."""

@@ -89,6 +89,14 @@ def encode_v1(channel: str, parts: Sequence[bytes]) -> bytes:
     @param parts: The message parts; relayed as they are, without parsing.
     @return: The frame.
     """
+    return b"".join(pieces_v1(channel, parts))
+
+
+def pieces_v1(channel: str, parts: Sequence[bytes]) -> list[bytes]:
+    """
+    The frame of L{encode_v1} as the pieces that make it up, in order, not joined: the parts
+    are the very objects given, so that a large message is never copied here.
+    """
     if len(parts) < _MESSAGE_PARTS:
         raise WireError(f"a message needs {_MESSAGE_PARTS} parts, got {len(parts)}")
     pieces = [channel.encode("utf-8"), *parts]
@@ -96,7 +104,7 @@ def encode_v1(channel: str, parts: Sequence[bytes]) -> bytes:
     offsets = [8 * (count + 1)]
     for piece in pieces:
         offsets.append(offsets[-1] + len(piece))
-    return struct.pack(f"<{count + 1}Q", count, *offsets) + b"".join(pieces)
+    return [struct.pack(f"<{count + 1}Q", count, *offsets), *pieces]
 
 
 def decode_v1(frame: bytes) -> tuple[str, list[bytes]]:
@@ -143,31 +151,43 @@ def encode_legacy(
     @param parts: The message parts; their JSON is spliced in, not re-serialised.
     @return: The payload, and whether it must go out as a binary frame.
     """
+    pieces, is_binary = pieces_legacy(channel, msg_id, msg_type, parts)
+    return b"".join(pieces), is_binary
+
+
+def pieces_legacy(
+    channel: str, msg_id: str, msg_type: str, parts: Sequence[bytes]
+) -> tuple[list[bytes], bool]:
+    """
+    The frame of L{encode_legacy} as the pieces that make it up, in order, not joined: the
+    content and the buffers are the very objects given, so that they are never copied here.
+    """
     if len(parts) < _MESSAGE_PARTS:
         raise WireError(f"a message needs {_MESSAGE_PARTS} parts, got {len(parts)}")
     header, parent, metadata, content = parts[:_MESSAGE_PARTS]
     buffers = parts[_MESSAGE_PARTS:]
-    body = (
-        b'{"header":%s,"msg_id":%s,"msg_type":%s,"parent_header":%s,'
-        b'"metadata":%s,"content":%s%s,"channel":%s}'
-    ) % (
-        header,
-        json.dumps(msg_id).encode("ascii"),
-        json.dumps(msg_type).encode("ascii"),
-        parent,
-        metadata,
-        content,
+    opening = (
+        b'{"header":%s,"msg_id":%s,"msg_type":%s,"parent_header":%s,"metadata":%s,"content":'
+        % (
+            header,
+            json.dumps(msg_id).encode("ascii"),
+            json.dumps(msg_type).encode("ascii"),
+            parent,
+            metadata,
+        )
+    )
+    closing = b'%s,"channel":%s}' % (
         b"" if buffers else b',"buffers":[]',
         json.dumps(channel).encode("ascii"),
     )
     if not buffers:
-        return body, False
-    pieces = [body, *buffers]
-    offsets = [4 * (len(pieces) + 1)]
-    for piece in pieces[:-1]:
-        offsets.append(offsets[-1] + len(piece))
-    table = struct.pack(f">{len(offsets) + 1}I", len(pieces), *offsets)
-    return table + b"".join(pieces), True
+        return [opening, content, closing], False
+    sizes = [len(opening) + len(content) + len(closing), *(len(b) for b in buffers)]
+    offsets = [4 * (len(sizes) + 1)]
+    for size in sizes[:-1]:
+        offsets.append(offsets[-1] + size)
+    table = struct.pack(f">{len(offsets) + 1}I", len(sizes), *offsets)
+    return [table, opening, content, closing, *buffers], True
 
 
 def _split_legacy_binary(payload: bytes) -> tuple[bytes, list[bytes]]:

@@ -58,6 +58,25 @@ class ExecuteTests(TestCase):
         messages = await client.execute("print('Hello world!')")
         self.assertEqual(stdout(messages), "Hello world!\n")
 
+    async def test_largeOutputWhole(self):
+        """
+        An output larger than L{kgw.websocket.LARGE_FRAME}, sent piece by piece in one frame,
+        arrives whole in both protocols, and the messages after it as usual.
+        """
+        from kgw.websocket import LARGE_FRAME
+
+        size = LARGE_FRAME * 3 + 7
+        code = f"display({{'text/plain': 'x' * {size} + 'end'}}, raw=True)"
+        for v1 in (False, True):
+            client = await self.gateway.connect(self.model["id"], v1=v1)
+            messages = await client.execute(code)
+            [display] = [m for m in messages if m["header"]["msg_type"] == "display_data"]
+            text = display["content"]["data"]["text/plain"]
+            self.assertEqual((len(text), text[-4:]), (size + 3, "xend"), f"v1={v1}")
+            self.assertEqual(reply(messages)["content"]["status"], "ok")
+            self.assertEqual(stdout(await client.execute("print(1)")), "1\n")
+            await client.disconnect()
+
     async def test_stdinReachesItsClient(self):
         """An input() call asks the client that ran it, and its answer reaches the kernel."""
         client = await self.gateway.connect(self.model["id"])

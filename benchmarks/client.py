@@ -47,6 +47,9 @@ class Execution:
     watched: int = 0
     first_watched: float = 0.0
     received: int = 0
+    # Seconds the kernel itself took, from starting the execution to sending its reply, by the
+    # kernel's own clock (the reply's metadata "started" and header "date").
+    kernel_time: float = 0.0
 
     @property
     def complete(self) -> bool:
@@ -109,6 +112,35 @@ def decode_legacy(data: str | bytes) -> tuple[str, str | None, dict[str, Any]]:
     return msg["header"]["msg_type"], msg["parent_header"].get("msg_id"), msg["content"]
 
 
+def kernel_seconds(header: dict[str, Any], metadata: dict[str, Any]) -> float:
+    """The seconds between an execute_reply's metadata "started" and its header "date"."""
+    started, replied = metadata.get("started"), header.get("date")
+    if not (isinstance(started, str) and isinstance(replied, str)):
+        return 0.0
+    return (_instant(replied) - _instant(started)).total_seconds()
+
+
+def _instant(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def reply_times(protocol: str, data: str | bytes) -> float:
+    """L{kernel_seconds} of an execute_reply frame in either protocol."""
+    if protocol == V1:
+        assert isinstance(data, bytes)
+        (count,) = struct.unpack_from("<Q", data)
+        offsets = struct.unpack_from(f"<{count}Q", data, 8)
+        header = json.loads(data[offsets[1] : offsets[2]])
+        metadata = json.loads(data[offsets[3] : offsets[4]])
+        return kernel_seconds(header, metadata)
+    if isinstance(data, bytes):
+        (count,) = struct.unpack_from(">I", data)
+        start, end = struct.unpack_from(">2I", data, 4) if count > 1 else (8, len(data))
+        data = data[start:end]
+    msg = json.loads(data)
+    return kernel_seconds(msg["header"], msg["metadata"])
+
+
 def content_of(content: dict[str, Any] | memoryview) -> dict[str, Any]:
     """The content of a decoded message, parsing it if it is still raw."""
     if isinstance(content, dict):
@@ -153,10 +185,14 @@ class KernelSocket:
         return msg_id
 
     async def _receive(self) -> tuple[str, str | None, Any]:
+        msg_type, parent, content, _ = await self._receive_frame()
+        return msg_type, parent, content
+
+    async def _receive_frame(self) -> tuple[str, str | None, Any, str | bytes]:
         frame = await self._ws.receive()
         if frame.type not in _DATA_FRAMES:
             raise BenchError(f"the websocket closed ({frame.type.name}, {frame.data!r})")
-        return self._decode(frame.data)
+        return (*self._decode(frame.data), frame.data)
 
     async def kernel_info(self, timeout: float = 60.0) -> float:
         """Ask for C{kernel_info}; return the C{perf_counter()} time its reply arrived."""
@@ -183,11 +219,11 @@ class KernelSocket:
 
     async def run(self, code: str, run: Execution, watch: str = "") -> None:
         """Run C{code}, recording into C{run} as messages arrive (see L{execute})."""
-        receive = self._receive
+        receive = self._receive_frame
         run.sent = time.perf_counter()
         msg_id = await self._send("shell", "execute_request", execute_content(code))
         while not (run.reply and run.idle):
-            msg_type, parent, content = await receive()
+            msg_type, parent, content, data = await receive()
             run.received += 1
             if parent != msg_id:
                 continue
@@ -198,6 +234,7 @@ class KernelSocket:
             elif msg_type == "execute_reply":
                 run.reply = time.perf_counter()
                 run.status = content_of(content).get("status", "")
+                run.kernel_time = reply_times(self.protocol, data)
             elif msg_type == "status":
                 if content_of(content).get("execution_state") == "idle":
                     run.idle = time.perf_counter()

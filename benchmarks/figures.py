@@ -143,6 +143,8 @@ async def iopub_relay(connection: Connection, gateway: Gateway | None) -> dict[s
         "rate": run.watched / (run.idle - run.sent),
         "messages": float(run.received),
         "lost": float(DISPLAYS - run.watched),
+        # How fast the kernel itself published them, by its own clock.
+        "kernel_rate": DISPLAYS / run.kernel_time if run.kernel_time > 0 else 0.0,
     }
     if gateway:
         result["cpu"] = gateway.cpu_seconds() - cpu

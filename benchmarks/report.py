@@ -63,6 +63,7 @@ ROWS = (
     Row("rtt_v1.p99", "1. same, v1 protocol, p99 (ms)"),
     Row("relay.rate", "2. iopub relay, 3,000 displays (msgs/s)", (Target(KG, ">=", 1),)),
     Row("relay_v1.rate", "2. same, v1 protocol (msgs/s)"),
+    Row("relay.kernel", "2. the kernel's own publishing rate (msgs/s)"),
     Row(
         "large.rate",
         "3. large output, 8 MB text/plain (MB/s)",

@@ -200,11 +200,14 @@ class Bench:
                     self.record(f"rtt{suffix}.{name}", label, [value])
 
             rates: dict[tuple[str, str], list[float]] = {}
+            published: dict[str, list[float]] = {}
             cpu: dict[str, list[float]] = {}
             for _ in range(s.relay_runs):
                 for suffix, label, gateway, connection in trials:
                     result = await figures.iopub_relay(connection, gateway)
                     rates.setdefault((suffix, label), []).append(result["rate"])
+                    if not suffix and result["kernel_rate"]:
+                        published.setdefault(label, []).append(result["kernel_rate"])
                     if result["lost"]:
                         self.results.notes.append(
                             f"{label}{suffix} lost {result['lost']:.0f} of"
@@ -214,6 +217,8 @@ class Bench:
                         cpu.setdefault(label, []).append(result["cpu"] / result["messages"])
             for (suffix, label), values in rates.items():
                 self.record(f"relay{suffix}.rate", label, values)
+            for label, values in published.items():
+                self.record("relay.kernel", label, values)
             for label, values in cpu.items():
                 self.record("cpu.per10k", label, [v * 10_000 for v in values])
 

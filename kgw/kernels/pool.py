@@ -1,7 +1,9 @@
 """The warm pool: kernels started and seeded ahead of demand, handed out at once.
 
 A kernel in the pool is not registered: it is not listed, has no id anyone knows, and cannot be
-reached until a start request claims it. Each claim starts a replacement in the background.
+reached until a start request claims it. Each claim starts a replacement in the background, a
+moment later, so that the replacement's start-up does not compete for the CPU with the first
+requests to the kernel just handed out.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from twisted.internet.defer import Deferred, DeferredList, ensureDeferred
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -47,6 +49,7 @@ class WarmPool:
     @param create: starts (and seeds) a kernel of a kernelspec without registering it.
     @param discard: shuts down a kernel that will never be handed out.
     @param retryDelay: seconds to wait before trying again after a start failed.
+    @param refillDelay: seconds between a claim and the start of its replacement.
     """
 
     def __init__(
@@ -57,6 +60,7 @@ class WarmPool:
         discard: Callable[[Kernel], Deferred[None]],
         clock: IReactorTime,
         retryDelay: float = 5.0,
+        refillDelay: float = 1.0,
     ) -> None:
         self.size = size
         self.names = tuple(names)
@@ -64,6 +68,8 @@ class WarmPool:
         self._discard = discard
         self.clock = clock
         self.retryDelay = retryDelay
+        self.refillDelay = refillDelay
+        self._refills: dict[str, IDelayedCall] = {}
         self._ready: dict[str, deque[Kernel]] = {name: deque() for name in self.names}
         self._starting: dict[str, int] = {name: 0 for name in self.names}
         self._inFlight: set[Deferred[None]] = set()
@@ -109,8 +115,14 @@ class WarmPool:
         if not ready:
             return None
         kernel = ready.popleft()
-        self._fill(name)
+        if name not in self._refills:
+            # One refill for all the claims made meanwhile: it fills the pool up.
+            self._refills[name] = self.clock.callLater(self.refillDelay, self._refill, name)
         return kernel
+
+    def _refill(self, name: str) -> None:
+        del self._refills[name]
+        self._fill(name)
 
     def __len__(self) -> int:
         return sum(len(ready) for ready in self._ready.values())
@@ -118,6 +130,9 @@ class WarmPool:
     def stop(self) -> Deferred[object]:
         """Shut every warm kernel down, and the ones still starting once they have started."""
         self.running = False
+        for refill in self._refills.values():
+            refill.cancel()
+        self._refills.clear()
         discards = [self._discard(kernel) for ready in self._ready.values() for kernel in ready]
         for ready in self._ready.values():
             ready.clear()

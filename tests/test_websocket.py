@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 
+from twisted.internet.error import ConnectionDone
+from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from kgw import wire
-from kgw.websocket import ChannelsProtocol
+from kgw.websocket import SEND_LIMIT, ChannelsFactory, ChannelsProtocol
 
 # Valid JSON that no encoder would produce: spacing and key order show whether it was re-encoded.
 CONTENT = b'{ "b" : 2,   "a" : [1,2] }'
@@ -55,3 +58,25 @@ class RelayTests(SynchronousTestCase):
         """A message from the kernel is dropped once the websocket is closing, not sent."""
         self.assertEqual(relayed(True, PARTS, ChannelsProtocol.STATE_CLOSING), [])
         self.assertEqual(relayed(False, PARTS, ChannelsProtocol.STATE_CLOSED), [])
+
+
+class TransportTests(SynchronousTestCase):
+    def connect(self, transport: StringTransport) -> None:
+        protocol = ChannelsFactory(maxMessageSize=1 << 20).buildProtocol(None)
+        protocol.makeConnection(transport)
+        # Autobahn's handshake timer goes with the connection.
+        self.addCleanup(protocol.connectionLost, Failure(ConnectionDone()))
+
+    def test_largerWrites(self):
+        """A TCP transport writes up to 1 MiB at a time, not Twisted's 128 KiB."""
+        transport = StringTransport()
+        transport.SEND_LIMIT = 128 * 1024
+        self.connect(transport)
+        self.assertEqual(transport.SEND_LIMIT, SEND_LIMIT)
+        self.assertEqual(SEND_LIMIT, 1 << 20)
+
+    def test_otherTransportsUntouched(self):
+        """A transport without a send limit (TLS, say) gets none."""
+        transport = StringTransport()
+        self.connect(transport)
+        self.assertFalse(hasattr(transport, "SEND_LIMIT"))

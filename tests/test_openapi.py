@@ -123,7 +123,7 @@ class BuildOpenAPITests(SynchronousTestCase):
             ("DELETE", "/api/kernels/{kernel_id}"): {"204", "404"},
             ("POST", "/api/kernels/{kernel_id}/interrupt"): {"204", "404"},
             ("POST", "/api/kernels/{kernel_id}/restart"): {"200", "404", "500"},
-            ("GET", "/api/kernels/{kernel_id}/channels"): {"101", "400", "404"},
+            ("GET", "/api/kernels/{kernel_id}/channels"): {"101", "400", "404", "426"},
             ("GET", "/api/sessions"): {"200", "403"},
             ("POST", "/api/sessions"): {"201", "400", "403", "404", "413", "500"},
             ("GET", "/api/sessions/{session_id}"): {"200", "404"},

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 from typing import Any
 
@@ -47,6 +49,39 @@ def respond(request: IRequest, body: Any, code: int = 200) -> bytes:
 def queryArg(request: IRequest, name: str) -> str:
     values = request.args.get(name.encode("ascii"), [])
     return values[0].decode("utf-8", "replace") if values else ""
+
+
+# The websocket versions Autobahn speaks; 13 is RFC 6455's.
+WEBSOCKET_VERSIONS = (b"13", b"8")
+
+
+def handshakeRefusal(request: IRequest) -> bytes | None:
+    """
+    The JSON answer to a websocket handshake that Autobahn would refuse with a bare HTTP error,
+    or C{None} for one it accepts: no C{Upgrade: websocket} or C{Connection: upgrade} (400),
+    a C{Sec-WebSocket-Key} that is not 16 bytes in base64 (400), a version other than 13 or 8
+    (426, with the version to use, as RFC 6455 asks).
+    """
+    if (request.getHeader(b"upgrade") or b"").strip().lower() != b"websocket":
+        return writeError(request, 400, "A websocket upgrade request is required")
+    tokens = (request.getHeader(b"connection") or b"").lower().split(b",")
+    if b"upgrade" not in (token.strip() for token in tokens):
+        return writeError(request, 400, "A websocket handshake needs 'Connection: Upgrade'")
+    key = (request.getHeader(b"sec-websocket-key") or b"").strip()
+    try:
+        valid = len(base64.b64decode(key, validate=True)) == 16
+    except (binascii.Error, ValueError):
+        valid = False
+    if not valid:
+        return writeError(
+            request, 400, "A websocket handshake needs a Sec-WebSocket-Key of 16 bytes in base64"
+        )
+    version = (request.getHeader(b"sec-websocket-version") or b"").strip()
+    if version not in WEBSOCKET_VERSIONS:
+        request.setHeader(b"Sec-WebSocket-Version", b", ".join(WEBSOCKET_VERSIONS))
+        shown = version.decode("latin-1")
+        return writeError(request, 426, f"Websocket version {shown!r} is not supported; use 13")
+    return None
 
 
 class GatewayAPI:
@@ -170,9 +205,9 @@ class GatewayAPI:
     @app.route("/api/kernels/<kernel_id>/channels", methods=["GET"], strict_slashes=False)
     def channelsRoute(self, request: IRequest, kernel_id: str) -> Any:
         kernel = self.kernels.get(kernel_id)
-        upgrade = (request.getHeader(b"upgrade") or b"").lower()
-        if upgrade != b"websocket":
-            return writeError(request, 400, "A websocket upgrade request is required")
+        refusal = handshakeRefusal(request)
+        if refusal is not None:
+            return refusal
         factory = self.channels.forKernel(kernel, queryArg(request, "session_id"))
         return WebSocketResource(factory)
 

@@ -554,8 +554,20 @@ def _paths():
                 "Open a websocket to a kernel's channels",
                 {
                     "101": _no_content("Switching to the websocket protocol."),
-                    "400": _error_response("The request is not a websocket upgrade."),
+                    "400": _error_response(
+                        "The request is not a websocket upgrade, or its handshake is malformed"
+                        " (no Connection: Upgrade, no valid Sec-WebSocket-Key)."
+                    ),
                     "404": not_found,
+                    "426": {
+                        **_error_response("The websocket version is not 13 (or 8)."),
+                        "headers": {
+                            "Sec-WebSocket-Version": {
+                                "description": "The versions the gateway speaks.",
+                                "schema": {"type": "string"},
+                            }
+                        },
+                    },
                 },
                 description="Upgrades the connection to a websocket that "
                 "carries Jupyter messages for all of the kernel's channels "

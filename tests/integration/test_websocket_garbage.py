@@ -12,11 +12,17 @@ from __future__ import annotations
 import itertools
 import json
 import random
+import re
 import struct
 import uuid
+from typing import Any
 
 from twisted.internet import reactor
+from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+from twisted.internet.protocol import Protocol, connectionDone
 from twisted.internet.task import deferLater
+from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 
 from kgw import wire
@@ -221,3 +227,112 @@ class GarbageTests(TestCase):
         closeCode, _ = await withTimeout(client.closed)
         self.assertEqual(closeCode, 1007)
         await self.assertKernelUntouched()
+
+
+class _Response(Protocol):
+    """
+    Collects one HTTP response: its head, and its body by Content-Length; a 101 has none.
+    C{closed} fires when the connection is gone.
+    """
+
+    def __init__(self) -> None:
+        self.data = b""
+        self.done: Deferred[bytes] = Deferred()
+        self.closed: Deferred[None] = Deferred()
+
+    def dataReceived(self, data: bytes) -> None:
+        self.data += data
+        head, found, body = self.data.partition(b"\r\n\r\n")
+        if not found or self.done.called:
+            return
+        length = re.search(rb"(?im)^content-length:\s*(\d+)", head)
+        if head.split(b" ", 2)[1] == b"101" or (length and len(body) >= int(length.group(1))):
+            self.done.callback(self.data)
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        if not self.done.called:
+            self.done.callback(self.data)
+        self.closed.callback(None)
+
+
+def _dechunked(body: bytes) -> bytes:
+    """The content of a chunked HTTP body."""
+    content = b""
+    while body:
+        size, _, rest = body.partition(b"\r\n")
+        length = int(size, 16)
+        if not length:
+            break
+        content += rest[:length]
+        body = rest[length + 2 :]
+    return content
+
+
+VALID_KEY = "dGhlIHNhbXBsZSBub25jZQ=="
+
+
+class HandshakeRefusalTests(TestCase):
+    """Malformed websocket handshakes get a JSON error from the gateway, not Autobahn's text."""
+
+    timeout = 60
+
+    async def setUp(self) -> None:
+        self.gateway = await RunningGateway(self).start()
+        self.kernelId = (await self.gateway.startKernel())["id"]
+
+    async def handshake(self, **headers: str) -> tuple[int, dict[str, str], Any]:
+        """Send a raw channels handshake with C{headers}; the status, headers and JSON body."""
+        fields = {
+            "Host": self.gateway.address,
+            "Upgrade": "websocket",
+            # The gateway closes the connection after an error, so the test leaves none open.
+            "Connection": "Upgrade, close",
+            "Sec-WebSocket-Key": VALID_KEY,
+            "Sec-WebSocket-Version": "13",
+        }
+        fields.update({name.replace("_", "-"): value for name, value in headers.items()})
+        lines = [f"GET /api/kernels/{self.kernelId}/channels HTTP/1.1"]
+        lines += [f"{name}: {value}" for name, value in fields.items() if value is not None]
+        host, port = self.gateway.address.split(":")
+        protocol = _Response()
+        endpoint = TCP4ClientEndpoint(reactor, host, int(port))
+        connected = await withTimeout(connectProtocol(endpoint, protocol))
+        connected.transport.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+        raw = await withTimeout(protocol.done)
+        connected.transport.loseConnection()
+        await withTimeout(protocol.closed)
+        head, _, body = raw.partition(b"\r\n\r\n")
+        status, *headerLines = head.decode("latin-1").split("\r\n")
+        # Header names in lower case: Twisted writes its own capitalisation.
+        answered = {
+            name.lower(): value for name, value in (line.split(": ", 1) for line in headerLines)
+        }
+        if answered.get("transfer-encoding") == "chunked":
+            body = _dechunked(body)
+        return int(status.split()[1]), answered, json.loads(body) if body else None
+
+    async def test_validHandshakeSwitches(self) -> None:
+        """The checks let a well-formed handshake through (the baseline of the tests below)."""
+        code, _, _ = await self.handshake()
+        self.assertEqual(code, 101)
+
+    async def test_noConnectionUpgrade(self) -> None:
+        code, headers, body = await self.handshake(Connection="close")
+        self.assertEqual(code, 400)
+        self.assertEqual(headers["content-type"], "application/json")
+        self.assertIn("Connection: Upgrade", body["message"])
+
+    async def test_badKey(self) -> None:
+        """A missing key, one that is not base64, and one of the wrong length: 400 JSON."""
+        for key in (None, "not base64!", "c2hvcnQ="):
+            code, _, body = await self.handshake(Sec_WebSocket_Key=key)
+            self.assertEqual(code, 400, key)
+            self.assertIn("Sec-WebSocket-Key", body["message"])
+
+    async def test_unsupportedVersion(self) -> None:
+        """Another version: 426 naming the versions spoken, as RFC 6455 asks."""
+        for version in (None, "12", "abc"):
+            code, headers, body = await self.handshake(Sec_WebSocket_Version=version)
+            self.assertEqual(code, 426, version)
+            self.assertEqual(headers["sec-websocket-version"], "13, 8")
+            self.assertEqual(body["reason"], "Upgrade Required")

@@ -95,6 +95,10 @@ class PacingTests(TestCase):
         p.publish(*numbered(0, 40))
         await p.until(40)
         self.assertTrue(p.socket.paced)
+        # A read from elsewhere while paused (txZMQ schedules one after a send) neither reads
+        # early nor schedules a second resumption.
+        p.socket.doRead()
+        self.assertEqual(len(p.clock.getDelayedCalls()), 1)
         p.publish(*numbered(40, 50))
         await pause(0.1)
         self.assertEqual(len(p.received), 40, "read while paused")

@@ -309,7 +309,11 @@ class HandshakeRefusalTests(TestCase):
         }
         if answered.get("transfer-encoding") == "chunked":
             body = _dechunked(body)
-        return int(status.split()[1]), answered, json.loads(body) if body else None
+        code = int(status.split()[1])
+        if code == 101:
+            # What follows is the websocket's: the gateway may already be sending it frames.
+            return code, answered, None
+        return code, answered, json.loads(body) if body else None
 
     async def test_validHandshakeSwitches(self) -> None:
         """The checks let a well-formed handshake through (the baseline of the tests below)."""

@@ -113,15 +113,22 @@ def decode_legacy(data: str | bytes) -> tuple[str, str | None, dict[str, Any]]:
 
 
 def kernel_seconds(header: dict[str, Any], metadata: dict[str, Any]) -> float:
-    """The seconds between an execute_reply's metadata "started" and its header "date"."""
-    started, replied = metadata.get("started"), header.get("date")
-    if not (isinstance(started, str) and isinstance(replied, str)):
+    """
+    The seconds between an execute_reply's metadata "started" and its header "date", each
+    ISO text or (as jupyter_client parses a header's) a datetime; 0.0 if either is missing.
+    """
+    started, replied = _instant(metadata.get("started")), _instant(header.get("date"))
+    if started is None or replied is None:
         return 0.0
-    return (_instant(replied) - _instant(started)).total_seconds()
+    return (replied - started).total_seconds()
 
 
-def _instant(text: str) -> datetime:
-    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+def _instant(value: Any) -> datetime | None:
+    if isinstance(value, datetime):
+        return value
+    if isinstance(value, str):
+        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return None
 
 
 def reply_times(protocol: str, data: str | bytes) -> float:

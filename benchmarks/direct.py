@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import time
-from datetime import datetime
 from pathlib import Path
 from queue import Empty
 from typing import ClassVar
@@ -18,7 +17,7 @@ from typing import ClassVar
 from jupyter_client.manager import AsyncKernelManager
 from jupyter_client.session import Session
 
-from benchmarks.client import BenchError, Execution
+from benchmarks.client import BenchError, Execution, kernel_seconds
 
 
 class DirectConnection:
@@ -90,12 +89,7 @@ class DirectConnection:
             if msg["parent_header"].get("msg_id") == msg_id:
                 run.reply = time.perf_counter()
                 run.status = msg["content"].get("status", "")
-                started = msg["metadata"].get("started")
-                replied = msg["header"].get("date")
-                if isinstance(started, str):
-                    started = datetime.fromisoformat(started.replace("Z", "+00:00"))
-                if isinstance(started, datetime) and isinstance(replied, datetime):
-                    run.kernel_time = (replied - started).total_seconds()
+                run.kernel_time = kernel_seconds(msg["header"], msg["metadata"])
 
     async def close(self) -> None:
         self._client.stop_channels()

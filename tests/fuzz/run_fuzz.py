@@ -61,6 +61,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from kgw.kernels.state import pidAlive
+
 BIN = os.path.dirname(sys.executable)
 TWISTD = os.path.join(BIN, "twistd")
 MAX_KERNELS = 3
@@ -126,14 +128,6 @@ def childProcesses(parent: int) -> set[int]:
         if int(fields[1]) == parent and fields[0] != "Z":
             found.add(int(entry))
     return found
-
-
-def isAlive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 class Gateway:
@@ -221,7 +215,7 @@ class Gateway:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
-        strays = {pid for pid in self.kernelPids if isAlive(pid)}
+        strays = {pid for pid in self.kernelPids if pidAlive(pid)}
         for pid in strays:
             os.kill(pid, signal.SIGKILL)
         if strays:

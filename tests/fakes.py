@@ -97,7 +97,10 @@ class FakeProcess:
 class OfflineRegistry(KernelRegistry):
     """A kernel registry whose kernels answer at once, with no ZeroMQ channels."""
 
-    def _connect(self, kernel: Kernel) -> Deferred[None]:
+    def _openChannels(self, kernel: Kernel) -> None:
+        pass
+
+    def _answers(self, kernel: Kernel) -> Deferred[None]:
         return succeed(None)
 
 

@@ -70,7 +70,8 @@ class KernelChannels:
         self.buffers: dict[str, tuple[SessionBuffer, ClientChannels, IDelayedCall]] = {}
         self.bufferLimits = bufferLimits if bufferLimits is not None else BufferLimits()
         self.closed = False
-        self.held = False
+        # Holds in force (a start and a restart may overlap): messages wait while any is.
+        self._holds = 0
         self._iopubWaiters: list[Callable[[], None]] = []
         self._caller: KernelCaller | None = None
         self._readyWaits: set[Callable[[object], None]] = set()
@@ -200,20 +201,27 @@ class KernelChannels:
             return fail(ConnectionDone("the kernel's channels are closed"))
         return self.caller.execute(code, storeHistory=storeHistory)
 
+    @property
+    def held(self) -> bool:
+        return self._holds > 0
+
     def hold(self) -> None:
         """
-        Keep clients' messages back while the kernel restarts: until iopub is subscribed again,
-        the output of anything the new kernel ran would be lost.
+        Keep clients' messages back while the kernel starts or restarts: until iopub is
+        subscribed, the output of anything the kernel ran would be lost. Each hold is ended by
+        one L{release}.
         """
-        self.held = True
+        self._holds += 1
         for channels in self._allClientChannels():
             channels.hold()
         if self._caller is not None:
             self._caller.hold()
 
     def release(self) -> None:
-        """Send the messages kept back since L{hold}."""
-        self.held = False
+        """End one L{hold}; once none is left, send the messages kept back."""
+        self._holds = max(0, self._holds - 1)
+        if self._holds:
+            return
         for channels in self._allClientChannels():
             channels.release()
         if self._caller is not None:

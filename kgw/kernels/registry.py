@@ -361,12 +361,68 @@ class KernelRegistry(Service):
         return kernel
 
     async def _start(self, name: str, env: dict[str, str], seed: Seed | None) -> Kernel:
-        kernel = await self._create(name, env, seed)
+        """
+        Start a kernel for a request. Without a seed, the request is answered as soon as the
+        process is launched, as KG does: clients may connect at once, their messages are held
+        until the kernel answers, and a kernel that never does is announced C{dead} and removed.
+        A seeded kernel is handed out once seeded, so that a failing seed cell is the request's
+        error.
+        """
+        if seed is not None:
+            kernel = await self._create(name, env, seed)
+            self._register(kernel)
+            return kernel
+        kernel = await self._spawn(name, env)
+        del self._launching[kernel.id]
+        if self._stopping:
+            await self._abandon(kernel)
+            raise KernelStartFailed("The gateway is shutting down")
+        _hold(kernel)
+        kernel.busyWith = "starting"
         self._register(kernel)
+        kernel.lifecycle.run(lambda: ensureDeferred(self._settleRegistered(kernel)))
         return kernel
+
+    async def _settleRegistered(self, kernel: Kernel) -> None:
+        """
+        Wait for a kernel handed out at launch to answer, then send what its clients said
+        meanwhile. If it never answers, tell its clients it is dead and shut it down.
+        """
+        try:
+            await self._whileAlive(kernel, self._answers(kernel), "while starting")
+        except Exception as e:
+            kernel.busyWith = None
+            kernelId = kernel.id
+            if kernelId not in self._kernels:
+                return  # shut down while it started: nothing went wrong
+            log.error("Kernel {kernelId} failed to start: {error}", kernelId=kernel.id, error=e)
+            _announce(kernel, "dead")
+            # Queued behind this start on the kernel's lifecycle lock.
+            shutdown = self.shutdownKernel(kernel.id, code=1011, reason="kernel failed to start")
+            shutdown.addErrback(
+                lambda f: log.failure("Shutting down kernel {id} failed", f, id=kernelId)
+            )
+            return
+        kernel.busyWith = None
+        # Its first statuses were published before iopub was subscribed.
+        _announce(kernel, "idle")
+        _release(None, kernel)
+        log.info("Kernel {kernelId} is ready", kernelId=kernel.id)
 
     async def _create(self, name: str, env: dict[str, str], seed: Seed | None) -> Kernel:
         """A started (and seeded) kernel, not yet registered: nobody can find it by id."""
+        kernel = await self._spawn(name, env)
+        try:
+            await self._settle(kernel, seed)
+        finally:
+            del self._launching[kernel.id]
+        return kernel
+
+    async def _spawn(self, name: str, env: dict[str, str]) -> Kernel:
+        """
+        Launch a kernel's process and open its channels, without waiting for it to answer. The
+        kernel is left in C{_launching}; a launch that fails leaves nothing behind.
+        """
         kernelId = str(uuid.uuid4())
         process = self._processFactory(
             name, self.specs, os.path.join(self.runtimeDir, f"kernel-{kernelId}.json")
@@ -380,12 +436,19 @@ class KernelRegistry(Service):
         workdir = env.get("KERNEL_WORKING_DIR")
         if workdir and os.path.isdir(workdir):
             launch["cwd"] = workdir
+        kernel.launchEnv = env
+        kernel.cwd = launch.get("cwd")
         log.info("Starting kernel {kernelId} ({name})", kernelId=kernelId, name=name)
         self._launching[kernelId] = kernel
         try:
-            await self._launch(kernel, launch, seed)
-        finally:
+            await process.start(**launch)
+        except Exception as e:
             del self._launching[kernelId]
+            log.failure("Kernel {kernelId} failed to start", kernelId=kernel.id)
+            await process.cleanup()
+            raise KernelStartFailed(f"Kernel {kernel.name} failed to start: {e}") from e
+        self._writeRecord(kernel, handedOut=False)
+        self._openChannels(kernel)
         return kernel
 
     def _register(self, kernel: Kernel) -> None:
@@ -399,35 +462,32 @@ class KernelRegistry(Service):
         )
         log.info("Kernel {kernelId} started", kernelId=kernel.id)
 
-    async def _launch(self, kernel: Kernel, launch: dict[str, Any], seed: Seed | None) -> None:
-        """Start a kernel's process, wait for it to answer and seed it; or leave nothing behind."""
-        process = kernel.process
-        kernel.launchEnv = launch.get("env") or {}
-        kernel.cwd = launch.get("cwd")
-        try:
-            await process.start(**launch)
-        except Exception as e:
-            log.failure("Kernel {kernelId} failed to start", kernelId=kernel.id)
-            await process.cleanup()
-            raise KernelStartFailed(f"Kernel {kernel.name} failed to start: {e}") from e
-        self._writeRecord(kernel, handedOut=False)
+    async def _settle(self, kernel: Kernel, seed: Seed | None) -> None:
+        """Wait for a launched kernel to answer and seed it; or leave nothing behind."""
         try:
             if self._stopping:
                 raise KernelStartFailed("The gateway is shutting down")
             # A kernel that dies while starting (a port taken meanwhile) fails at once.
-            await self._whileAlive(kernel, self._connect(kernel), "while starting")
+            await self._whileAlive(kernel, self._answers(kernel), "while starting")
             if seed is not None:
                 await self._applySeed(kernel, seed)
             if self._stopping:
                 raise KernelStartFailed("The gateway is shutting down")
         except Exception as e:
-            if kernel.channels is not None:
-                kernel.channels.close(1011, "kernel failed to start")
-            await process.shutdown(now=True)
-            self._forget(None, kernel.id)
+            await self._abandon(kernel)
             if isinstance(e, KernelStartFailed):
                 raise
             raise KernelStartFailed(f"Kernel {kernel.name} did not answer: {e}") from e
+        if kernel.executionState == "starting":
+            # Its first statuses were published before iopub was subscribed.
+            kernel.executionState = "idle"
+
+    async def _abandon(self, kernel: Kernel) -> None:
+        """Close the channels of a kernel nobody was handed, end its process, drop its record."""
+        if kernel.channels is not None:
+            kernel.channels.close(1011, "kernel failed to start")
+        await kernel.process.shutdown(now=True)
+        self._forget(None, kernel.id)
 
     async def _applySeed(self, kernel: Kernel, seed: Seed) -> None:
         """
@@ -493,8 +553,8 @@ class KernelRegistry(Service):
 
         return d.addBoth(stop)
 
-    def _connect(self, kernel: Kernel) -> Deferred[None]:
-        """Open a new kernel's channels and fire once it answers on them."""
+    def _openChannels(self, kernel: Kernel) -> None:
+        """Open a kernel's channels: its iopub subscription starts at once."""
         assert self._zmq is not None, "the registry is not running"
         process = kernel.process
         kernel.channels = KernelChannels(
@@ -505,7 +565,16 @@ class KernelRegistry(Service):
             kernel.observe,
             self.bufferLimits,
         )
+
+    def _answers(self, kernel: Kernel) -> Deferred[None]:
+        """Fire once a kernel whose channels are open answers on them."""
+        assert kernel.channels is not None
         return kernel.channels.waitUntilReady(self.startTimeout)
+
+    def _connect(self, kernel: Kernel) -> Deferred[None]:
+        """Open a kernel's channels and fire once it answers on them."""
+        self._openChannels(kernel)
+        return self._answers(kernel)
 
     def interrupt(self, kernelId: str) -> Deferred[None]:
         """Interrupt a kernel, by signal or message as its kernelspec says."""
@@ -529,8 +598,12 @@ class KernelRegistry(Service):
         try:
             await kernel.process.restart(now=now)
             self._writeRecord(kernel)
+            # The new process's own statuses come before iopub is subscribed again: the
+            # gateway tells clients, and the REST model, what they would have said.
+            _announce(kernel, "starting")
             if kernel.channels is not None:
                 await kernel.channels.waitUntilReady(self.startTimeout)
+            _announce(kernel, "idle")
         finally:
             kernel.busyWith = None
         return kernel

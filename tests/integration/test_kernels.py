@@ -6,7 +6,10 @@ import json
 import os
 import re
 import signal
+import sys
+from typing import Any
 
+from jupyter_client.kernelspec import KernelSpecManager
 from twisted.internet import reactor
 from twisted.internet.task import deferLater
 from twisted.logger import globalLogPublisher
@@ -276,6 +279,7 @@ class LifecycleTests(TestCase):
     async def test_killedKernelRestarts(self):
         """A kernel killed with SIGKILL comes back under its id; clients see 'restarting'."""
         client = await self.gateway.connect(self.model["id"])
+        await client.execute("pass")  # started: a kernel that dies while starting is dead
         oldPid = self.kernel.process.pid
         os.kill(oldPid, signal.SIGKILL)
         await client.next(
@@ -308,6 +312,7 @@ class LifecycleTests(TestCase):
     async def test_deadAfterFailedRestarts(self):
         """A kernel that cannot be restarted is announced dead, closed with 1011 and forgotten."""
         client = await self.gateway.connect(self.model["id"])
+        await client.execute("pass")
         self.gateway.kernels.startTimeout = 1.0
 
         def failingRestart(now):
@@ -335,6 +340,51 @@ class LifecycleTests(TestCase):
         closeCode, _ = await withTimeout(client.closed)
         self.assertEqual(closeCode, 1001)
         self.assertFalse(isAlive(pid))
+
+
+class RestartStatusTests(TestCase):
+    """What clients and the REST model hear after a restart."""
+
+    timeout = 120
+
+    async def statesAfter(self, client, first: str) -> list[str]:
+        """
+        The states of the gateway's and the kernel's own statuses (no parent request) that a
+        client hears from C{first} on, up to the next C{idle}, a repeated one once.
+        """
+        states = []
+        while "idle" not in states:
+            msg = await client.next(
+                lambda m: m["header"]["msg_type"] == "status" and not m["parent_header"]
+            )
+            state = msg["content"]["execution_state"]
+            # The new process's own "starting" may also arrive, if iopub was subscribed in time.
+            if (states or state == first) and states[-1:] != [state]:
+                states.append(state)
+        return states
+
+    async def test_automaticRestart(self):
+        """After an automatic restart, clients hear starting and idle, and the model says idle."""
+        gateway = await RunningGateway(self).start()
+        model = await gateway.startKernel()
+        kernel = gateway.kernels.get(model["id"])
+        client = await gateway.connect(model["id"])
+        await client.execute("pass")
+        os.kill(kernel.process.pid, signal.SIGKILL)
+        states = await self.statesAfter(client, "restarting")
+        self.assertEqual(states, ["restarting", "starting", "idle"])
+        code, model = await gateway.request("GET", f"api/kernels/{model['id']}")
+        self.assertEqual((code, model["execution_state"]), (200, "idle"))
+
+    async def test_requestedRestart(self):
+        """After a restart asked for through REST, clients hear starting and idle."""
+        gateway = await RunningGateway(self).start()
+        model = await gateway.startKernel()
+        client = await gateway.connect(model["id"])
+        await client.execute("pass")
+        code, restarted = await gateway.request("POST", f"api/kernels/{model['id']}/restart")
+        self.assertEqual((code, restarted["execution_state"]), (200, "idle"))
+        self.assertEqual(await self.statesAfter(client, "starting"), ["starting", "idle"])
 
 
 class RelayTests(TestCase):
@@ -388,31 +438,95 @@ class CrashTests(TestCase):
         self.assertEqual(stdout(messages), "after the crash\n")
 
 
-class FailedStartTests(TestCase):
-    """A kernel process that dies before it answers."""
+def writeSpec(test: TestCase, name: str, code: str, program: str = sys.executable) -> Any:
+    """A kernelspec manager of one kernelspec, C{name}, whose process runs C{code}."""
+    root = os.path.abspath(test.mktemp())
+    os.makedirs(os.path.join(root, name))
+    with open(os.path.join(root, name, "kernel.json"), "w") as f:
+        argv = [program, "-c", code, "{connection_file}"]
+        json.dump({"argv": argv, "display_name": name, "language": "python"}, f)
+    return KernelSpecManager(kernel_dirs=[root], ensure_native_kernel=False)
 
-    timeout = 60
 
-    async def test_deadOnArrival(self):
-        """A kernel that exits at once fails its start with 500 saying so, not a timeout."""
-        import sys
+# A kernel that takes SLOW seconds before it starts listening: a start request is answered
+# long before it can reply.
+SLOW = 3
+SLOW_KERNEL = (
+    "import runpy, sys, time\n"
+    f"time.sleep({SLOW})\n"
+    "sys.argv = ['ipykernel_launcher', '-f', sys.argv[1]]\n"
+    "runpy.run_module('ipykernel_launcher', run_name='__main__')\n"
+)
 
-        from jupyter_client.kernelspec import KernelSpecManager
 
-        specs = os.path.join(os.path.abspath(self.mktemp()), "doomed")
-        os.makedirs(specs)
-        with open(os.path.join(specs, "kernel.json"), "w") as f:
-            argv = [sys.executable, "-c", "import sys; sys.exit(3)", "{connection_file}"]
-            json.dump({"argv": argv, "display_name": "Doomed", "language": "python"}, f)
+class EarlyStartTests(TestCase):
+    """A start request is answered once the process is launched, as KG does."""
+
+    timeout = 90
+
+    async def test_answeredAtLaunchMessagesHeld(self):
+        """
+        POST answers while the kernel cannot reply yet; a client that connects and sends at
+        once gets every reply, in the order it asked, and the output of its code.
+        """
+        gateway = await RunningGateway(
+            self, registryArguments={"specs": writeSpec(self, "slow", SLOW_KERNEL)}
+        ).start()
+        model = await gateway.startKernel(name="slow")
+        kernel = gateway.kernels.get(model["id"])
+        # Answered before the kernel answered: it is still starting, its messages held.
+        self.assertEqual(model["execution_state"], "starting")
+        self.assertEqual(kernel.busyWith, "starting")
+        client = await gateway.connect(model["id"])
+        info = client.send("kernel_info_request", {})
+        history = client.send(
+            "history_request", {"output": False, "raw": True, "hist_access_type": "tail", "n": 10}
+        )
+        execute = client.send("execute_request", {"code": "print(6 * 7)", "silent": False})
+        seen = []
+        while not any(m["header"]["msg_type"] == "execute_reply" for m in seen):
+            seen.append(await client.next(lambda m: True))
+        replies = [
+            m["parent_header"]["msg_id"] for m in seen if m["header"]["msg_type"].endswith("_reply")
+        ]
+        self.assertEqual(replies, [info, history, execute])
+        self.assertEqual(stdout(seen), "42\n")
+        await client.next(lambda m: m["content"].get("execution_state") == "idle")
+        code, model = await gateway.request("GET", f"api/kernels/{model['id']}")
+        self.assertEqual((code, model["execution_state"]), (200, "idle"))
+
+    async def test_deadAfterAnswer(self):
+        """
+        A kernel that exits before it ever answers is announced dead to its clients, who are
+        closed with 1011, and removed: not restarted, not left half-started.
+        """
         gateway = await RunningGateway(
             self,
             registryArguments={
-                "specs": KernelSpecManager(kernel_dirs=[os.path.dirname(specs)]),
+                "specs": writeSpec(self, "doomed", "import sys, time; time.sleep(1); sys.exit(3)"),
                 "startTimeout": 50.0,
             },
         ).start()
-        code, body = await gateway.request("POST", "api/kernels", {"name": "doomed"})
-        self.assertEqual(code, 500)
-        self.assertIn("died while starting", body["message"])
+        model = await gateway.startKernel(name="doomed")
+        client = await gateway.connect(model["id"])
+        client.send("kernel_info_request", {})
+        dead = await client.next(lambda m: m["header"]["msg_type"] == "status")
+        self.assertEqual(dead["content"]["execution_state"], "dead")
+        closeCode, _ = await withTimeout(client.closed)
+        self.assertEqual(closeCode, 1011)
+        code, _ = await gateway.request("GET", f"api/kernels/{model['id']}")
+        self.assertEqual(code, 404)
         _, listed = await gateway.request("GET", "api/kernels")
         self.assertEqual(listed, [])
+        self.flushLoggedErrors()
+
+    async def test_notLaunched(self):
+        """A kernelspec whose program cannot be launched still fails its start with a 500."""
+        specs = writeSpec(self, "broken", "", program="/nonexistent/kernel")
+        gateway = await RunningGateway(self, registryArguments={"specs": specs}).start()
+        code, body = await gateway.request("POST", "api/kernels", {"name": "broken"})
+        self.assertEqual(code, 500, body)
+        self.assertIn("failed to start", body["message"])
+        _, listed = await gateway.request("GET", "api/kernels")
+        self.assertEqual(listed, [])
+        self.flushLoggedErrors()

@@ -88,10 +88,10 @@ class Edge(Resource):
 
     Every request, whatever its route, is first held to the access policy: it gets the CORS
     headers, a request from a foreign origin is refused with 403, and one without the token
-    with 401. A preflight (C{OPTIONS}) needs no token and is answered here, with 204. A path
-    or host name that is not UTF-8 is answered 400. Before
-    all that, a request whose body is larger than C{maxBodySize} (when not 0) is refused with
-    413.
+    with 401. A preflight (C{OPTIONS}) needs no token and is answered here, never by C{inner}:
+    with 204, or with C{routeOptions} as KG's notebook-http mode answers it (see
+    L{fromConfig}). A path or host name that is not UTF-8 is answered 400. Before all that, a
+    request whose body is larger than C{maxBodySize} (when not 0) is refused with 413.
 
     The segments of the base URL move from C{postpath} to C{prepath}, so Klein routes the rest
     and builds URLs with the prefix.
@@ -140,7 +140,9 @@ class Edge(Resource):
 
         @param routeOptions: pass C{OPTIONS} requests that are not CORS preflights (they carry
             no C{Access-Control-Request-Method}) on to C{inner}, which answers them itself, as
-            a notebook declaring C{OPTIONS} endpoints does.
+            a notebook declaring C{OPTIONS} endpoints does; and answer a preflight as KG's
+            notebook-http mode does: 200 where C{routes} knows the path (for the method the
+            preflight asks about), 404 elsewhere.
         @param routes: names the route template of a method and a path under the base URL.
         @param metrics: the gateway's metrics, recorded and served.
         """
@@ -162,8 +164,11 @@ class Edge(Resource):
         """
         return BoundedBody(length, self.maxBodySize)
 
-    def route(self, request: IRequest) -> str:
-        """The route template of C{request}: L{UNMATCHED} outside the base URL or the routes."""
+    def route(self, request: IRequest, method: bytes | None = None) -> str:
+        """
+        The route template of C{request} (or of its path under another C{method}): L{UNMATCHED}
+        outside the base URL or the routes.
+        """
         if self._metrics is not None and request.postpath == self._metricsPath:
             return METRICS_ROUTE
         depth = len(self._prefix)
@@ -173,7 +178,7 @@ class Edge(Resource):
             path = "/" + b"/".join(request.postpath[depth:]).decode("utf-8")
         except UnicodeDecodeError:
             return UNMATCHED
-        return self._routes(request.method.decode("latin-1"), path)
+        return self._routes((method or request.method).decode("latin-1"), path)
 
     @property
     def observesRequests(self) -> bool:
@@ -210,10 +215,10 @@ class Edge(Resource):
                 origin=origin,
             )
             return writeError(request, 403, f"Requests from origin {origin} are not allowed")
-        preflight = request.method == b"OPTIONS" and (
-            not self._routeOptions
-            or request.getHeader(b"access-control-request-method") is not None
-        )
+        options = request.method == b"OPTIONS"
+        # The method a CORS preflight asks about.
+        asked = request.getHeader(b"access-control-request-method") if options else None
+        preflight = options and (not self._routeOptions or asked is not None)
         metricsPage = route == METRICS_ROUTE
         if (
             not preflight
@@ -234,7 +239,11 @@ class Edge(Resource):
         if request.postpath[:depth] != self._prefix:
             return writeError(request, 404, "Not found")
         if preflight:
-            request.setResponseCode(204)
+            if not self._routeOptions:
+                request.setResponseCode(204)
+                return b""
+            if self.route(request, (asked or b"").strip()) == UNMATCHED:
+                return writeError(request, 404, "Not found")
             return b""
         request.prepath.extend(request.postpath[:depth])
         request.postpath = request.postpath[depth:]

@@ -1,8 +1,11 @@
 """The kernels that answer notebook-http requests, lent to one request at a time.
 
 Requests borrow an idle kernel, in the order they arrive, and give it back when their answer is
-complete. A kernel that died under a request is not given back: it is shut down and a new,
-seeded kernel takes its place, so later requests succeed.
+complete. Idle kernels wait in line too: the one idle longest is lent first, so requests made one
+after the other rotate over all the kernels, as KG's pool does, and a kernel held by a slow
+request never holds up the others. A kernel that died under a request is not given back: it is
+shut down and a new, seeded kernel takes its place, at the end of the line, so later requests
+succeed. Requests are served as soon as the first kernel is ready (KG waits for all of them).
 """
 
 from __future__ import annotations
@@ -83,8 +86,8 @@ class KernelLender(Service):
 
     def borrow(self) -> Deferred[Kernel]:
         """
-        An idle kernel, as soon as one is free; waiting requests are served in arrival order.
-        Cancelling the Deferred gives up the place in the queue.
+        The kernel idle longest, or the first one given back; waiting requests are served in
+        arrival order. Cancelling the Deferred gives up the place in the queue.
         """
         return self._idle.get()
 

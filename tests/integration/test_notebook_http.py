@@ -244,7 +244,10 @@ class SeedAndPoolTests(TestCase):
         )
         gateway = await serve(self, notebook, kernels=3)
         states = [(await fetch(gateway, "GET", "state")).json() for _ in range(6)]
-        self.assertEqual(len({state["pid"] for state in states}), 3, states)
+        pids = [state["pid"] for state in states]
+        # Each request goes to the kernel idle longest: the three in turn, twice over.
+        self.assertEqual(len(set(pids[:3])), 3, pids)
+        self.assertEqual(pids[3:], pids[:3])
         self.assertEqual({state["count"] for state in states}, {1})
         self.assertEqual({state["marked"] for state in states}, {False})
 
@@ -608,6 +611,59 @@ class FilesAndTokenTests(TestCase):
             answer = await fetch(gateway, "GET", path, headers=auth)
             self.assertEqual(answer.code, 404, path)
             self.assertNotIn(b"top secret", answer.body, path)
+
+
+class PreflightTests(TestCase):
+    """CORS preflights from a web page: answered at once, never by a cell."""
+
+    timeout = 120
+
+    async def assertPreflights(self, token: str) -> None:
+        notebook = writeNotebook(
+            self,
+            "import json\nCOUNT = 0",
+            "# OPTIONS /count\nCOUNT += 1\nprint('options', COUNT)",
+            "# GET /count\nprint(COUNT)",
+            "# POST /hello/:name\nCOUNT += 1\nprint('hello', json.loads(REQUEST)['path']['name'])",
+        )
+        gateway = await serve(
+            self,
+            notebook,
+            auth_token=token,
+            allow_origin="https://page.example",
+            allow_methods="GET, POST",
+            allow_headers="Content-Type, Authorization",
+        )
+        auth = {"Authorization": f"token {token}"} if token else {}
+        preflight = {
+            "Origin": "https://page.example",
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "content-type, authorization",
+        }
+        for path in ("hello/bob", "count"):
+            answer = await fetch(gateway, "OPTIONS", path, headers=preflight)
+            self.assertEqual((answer.code, answer.body), (200, b""), path)
+            self.assertEqual(answer.header("Access-Control-Allow-Origin"), "https://page.example")
+            self.assertEqual(answer.header("Access-Control-Allow-Methods"), "GET, POST")
+            self.assertEqual(
+                answer.header("Access-Control-Allow-Headers"), "Content-Type, Authorization"
+            )
+        answer = await fetch(gateway, "OPTIONS", "nowhere", headers=preflight)
+        self.assertEqual(answer.code, 404)
+        self.assertEqual(answer.json()["reason"], "Not Found")
+        # No cell ran: the one kernel's count is still the seed's.
+        self.assertEqual((await fetch(gateway, "GET", "count", headers=auth)).text, "0\n")
+        # An OPTIONS request that is no preflight is the OPTIONS cell's.
+        answer = await fetch(gateway, "OPTIONS", "count", headers=auth)
+        self.assertEqual((answer.code, answer.text), (200, "options 1\n"))
+
+    async def test_preflightWithToken(self):
+        """With a token set, a preflight without it is 200 with the CORS headers; no cell runs."""
+        await self.assertPreflights(TOKEN)
+
+    async def test_preflightWithoutToken(self):
+        """With no token set, a preflight is 200 with the CORS headers; no cell runs."""
+        await self.assertPreflights("")
 
 
 class StartUpTests(SynchronousTestCase):

@@ -6,13 +6,48 @@ import json
 import os
 import signal
 import subprocess
+import sys
 
 from twisted.internet import reactor
 from twisted.internet.task import deferLater
-from twisted.trial.unittest import TestCase
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 
+from kgw.kernels.adoption import kernelProcesses
 from tests.integration.test_daemon import spawnTwistd
 from tests.support import GatewayClient, childProcesses, isAlive, stdout, withTimeout
+
+
+class KernelProcessesTests(SynchronousTestCase):
+    """L{kernelProcesses} finds a kernel by its connection file, and nothing else."""
+
+    kernelId = "0b8d1c52-5f0e-4e7a-9d63-1a2b3c4d5e6f"
+
+    def spawn(self, *arguments: str, newSession: bool = True) -> int:
+        """A process idling with C{arguments} on its command line, ended by the test's clean-up."""
+        process = subprocess.Popen(
+            [sys.executable, "-c", "import time; time.sleep(120)", *arguments],
+            start_new_session=newSession,
+        )
+        self.addCleanup(process.wait)
+        self.addCleanup(process.kill)
+        return process.pid
+
+    def test_foundByConnectionFile(self):
+        """A session leader started with C{kernel-<id>.json} is found, with that file's path."""
+        path = os.path.abspath(os.path.join(self.mktemp(), f"kernel-{self.kernelId}.json"))
+        pid = self.spawn("-f", path)
+        self.assertEqual(kernelProcesses(self.kernelId), [(pid, path)])
+
+    def test_notByNameAlone(self):
+        """
+        A process naming the file without leading its session (a client run from the kernel, as
+        C{jupyter console --existing}), or naming another file, is not taken for the kernel.
+        """
+        path = os.path.abspath(os.path.join(self.mktemp(), f"kernel-{self.kernelId}.json"))
+        self.spawn("--existing", path, newSession=False)
+        self.spawn("-f", path + ".bak")
+        self.spawn("-f", path.replace(self.kernelId, "other"))
+        self.assertEqual(kernelProcesses(self.kernelId), [])
 
 
 class StateDirectoryCase(TestCase):

@@ -43,6 +43,7 @@ from kgw.errors import (
     NoSuchKernel,
     NoSuchKernelSpec,
 )
+from kgw.kernels.adoption import recoverRecords
 from kgw.kernels.buffering import BufferLimits
 from kgw.kernels.channels import KernelChannels
 from kgw.kernels.pool import WarmPool, environmentCode
@@ -190,7 +191,9 @@ class KernelRegistry(Service):
         if self.prespawnCount:
             self._prespawning = self._prespawn(self.prespawnCount)
         if self.state is not None:
-            self._adopting = ensureDeferred(self._adopt())
+            self._adopting = ensureDeferred(self._adopt()).addErrback(
+                lambda f: log.failure("Adopting the recorded kernels failed", f)
+            )
         if self.pool is not None:
             self.pool.start()
         if self.culling.idleTimeout > 0:
@@ -676,7 +679,7 @@ class KernelRegistry(Service):
         clean up after the others.
         """
         assert self.state is not None
-        for record in self.state.records():
+        for record in await recoverRecords(self.state, self.runtimeDir, self.specs, self.clock):
             if not record.handedOut or not isKernelProcess(record):
                 if isKernelProcess(record):
                     endProcess(record.pid, signal.SIGKILL)

@@ -1,0 +1,178 @@
+"""Finding every kernel an earlier gateway left running, whatever became of its record.
+
+A kernel's record in the state directory is how a new gateway adopts it, but a record can be
+damaged while its kernel runs on. Such a kernel is found by its connection file,
+C{kernel-<id>.json}, which jupyter_client names on the kernel's command line: the id comes from
+the record's file name, which survives any damage to its content since records are renamed into
+place. Only processes of this user that lead their own session, as jupyter_client starts every
+kernel, and that were started with that very file, are considered; never a process by its name.
+
+A kernel so found is adopted when its connection file is intact, with what its record and its
+process still tell (environment, working directory); otherwise it is shut down by its own pid.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+from jupyter_client.kernelspec import KernelSpecManager
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+
+from kgw.kernels.process import AdoptedProcess
+from kgw.kernels.state import (
+    InvalidRecord,
+    KernelRecord,
+    RecordError,
+    StateDirectory,
+    checkRecord,
+    isKernelProcess,
+    isValidField,
+)
+
+log = Logger()
+
+
+def kernelProcesses(kernelId: str) -> list[tuple[int, str]]:
+    """
+    The processes of this user started with the connection file C{kernel-<kernelId>.json} and
+    leading their own session, each as its pid and the connection file's path, lowest pid first.
+    """
+    fileName = f"kernel-{kernelId}.json"
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        pid = int(entry)
+        try:
+            if os.stat(f"/proc/{pid}").st_uid != os.getuid():
+                continue
+            with open(f"/proc/{pid}/stat") as f:
+                state, _, _, session = f.read().rsplit(")", 1)[1].split()[:4]
+            if state == "Z" or int(session) != pid:
+                continue
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                arguments = [os.fsdecode(a) for a in f.read().split(b"\0")]
+            paths = [a for a in arguments if os.path.basename(a) == fileName]
+            if paths and not os.path.isabs(paths[0]):
+                paths[0] = os.path.join(os.readlink(f"/proc/{pid}/cwd"), paths[0])
+        except (OSError, ValueError, IndexError):
+            continue  # gone meanwhile, or not ours to read
+        if paths:
+            found.append((pid, paths[0]))
+    return sorted(found)
+
+
+def _environment(pid: int) -> dict[str, str]:
+    """The environment process C{pid} was started with."""
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            entries = f.read().split(b"\0")
+    except OSError:
+        return {}
+    pairs = (os.fsdecode(entry).partition("=") for entry in entries if b"=" in entry)
+    return {name: value for name, _, value in pairs}
+
+
+def _workingDirectory(pid: int) -> str | None:
+    try:
+        return os.readlink(f"/proc/{pid}/cwd")
+    except OSError:
+        return None
+
+
+def rebuildRecord(invalid: InvalidRecord, pid: int, connectionFile: str) -> KernelRecord:
+    """
+    A record of the running kernel of C{invalid}: its connection info from its connection file,
+    the fields of the invalid record that are valid, the rest from its process.
+
+    @raise RecordError: if the connection file is unreadable or incomplete.
+    """
+    assert invalid.kernelId is not None
+    try:
+        with open(connectionFile, "rb") as f:
+            info = json.loads(f.read())
+    except OSError as e:
+        raise RecordError(f"connection file {connectionFile}: {e.strerror}") from None
+    except ValueError as e:
+        raise RecordError(f"connection file {connectionFile} is not JSON: {e}") from None
+    if not isinstance(info, dict):
+        raise RecordError(f"connection file {connectionFile} is not a JSON object")
+    fallbacks = {
+        "name": lambda: info.get("kernel_name"),
+        "env": lambda: _environment(pid),
+        "cwd": lambda: _workingDirectory(pid),
+        # A client may hold it: adopting is the safe guess.
+        "handedOut": lambda: True,
+    }
+    values = {
+        name: invalid.fields[name]
+        if name in invalid.fields and isValidField(name, invalid.fields[name])
+        else fallback()
+        for name, fallback in fallbacks.items()
+    }
+    values.update(id=invalid.kernelId, pid=pid, connectionFile=connectionFile, connectionInfo=info)
+    return checkRecord(values, invalid.kernelId)
+
+
+async def recoverRecords(
+    state: StateDirectory, runtimeDir: str, specs: KernelSpecManager, clock: IReactorTime
+) -> list[KernelRecord]:
+    """
+    The records of the kernels left by an earlier gateway, to be adopted or cleaned up.
+
+    Each valid record, with its kernel's pid found again by its connection file if the recorded
+    one is not it; and for each invalid record (logged and moved aside by
+    L{StateDirectory.read}) whose kernel still runs, a record rebuilt from its connection file.
+    A kernel whose record cannot be rebuilt is shut down here: SIGTERM, then SIGKILL after
+    L{AdoptedProcess.graceTime}.
+    """
+    records, invalid = state.read()
+    for record in records:
+        if not isKernelProcess(record):
+            for pid, connectionFile in kernelProcesses(record.id)[:1]:
+                log.warn(
+                    "Kernel {kernelId} runs as process {pid}, not {recorded} as recorded",
+                    kernelId=record.id,
+                    pid=pid,
+                    recorded=record.pid,
+                )
+                record.pid, record.connectionFile = pid, connectionFile
+    for rejected in invalid:
+        if rejected.kernelId is None:
+            continue
+        # Two kernels cannot bind the same ports: one connection file, one live kernel.
+        processes = kernelProcesses(rejected.kernelId)[:1]
+        if not processes:
+            _removeConnectionFile(os.path.join(runtimeDir, f"kernel-{rejected.kernelId}.json"))
+            continue
+        [(pid, connectionFile)] = processes
+        try:
+            records.append(rebuildRecord(rejected, pid, connectionFile))
+        except RecordError as e:
+            log.warn(
+                "Shutting down process {pid} of kernel {kernelId} (invalid record {name}): "
+                "{problem}",
+                pid=pid,
+                kernelId=rejected.kernelId,
+                name=rejected.name,
+                problem=e,
+            )
+            record = KernelRecord(rejected.kernelId, "", pid, connectionFile, {}, {})
+            await AdoptedProcess(record, specs, clock).shutdown()
+        else:
+            log.info(
+                "Kernel {kernelId} of invalid record {name} runs as process {pid}; adopting it",
+                kernelId=rejected.kernelId,
+                name=rejected.name,
+                pid=pid,
+            )
+    return records
+
+
+def _removeConnectionFile(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass

@@ -173,6 +173,10 @@ class DamagedRecordTests(StateDirectoryCase):
         """Start three kernels and SIGKILL their gateway: their ids, and pids by id."""
         first, gateway = await self.startDaemon()
         ids = [(await gateway.startKernel())["id"] for _ in range(3)]
+        for kernelId in ids:
+            # Started, not starting: a kernel still starting writes to the dead gateway's pipes.
+            client = await gateway.connect(kernelId)
+            await client.execute("pass")
         await self.crash(first)
         pids = {}
         for kernelId in ids:

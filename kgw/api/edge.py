@@ -89,9 +89,9 @@ class Edge(Resource):
     Every request, whatever its route, is first held to the access policy: it gets the CORS
     headers, a request from a foreign origin is refused with 403, and one without the token
     with 401. A preflight (C{OPTIONS}) needs no token and is answered here, with 204. A path
-    or host name that is not UTF-8 is answered 400. Before
-    all that, a request whose body is larger than C{maxBodySize} (when not 0) is refused with
-    413.
+    or host name that is not UTF-8 is answered 400. Before all that, a request with two C{Host} headers,
+    or an HTTP/1.1 one with none, is refused with 400 (RFC 9112 section 3.2), and one whose
+    body is larger than C{maxBodySize} (when not 0) with 413.
 
     The segments of the base URL move from C{postpath} to C{prepath}, so Klein routes the rest
     and builds URLs with the prefix.
@@ -195,6 +195,11 @@ class Edge(Resource):
 
     def _render(self, request: IRequest, route: str) -> bytes | int:
         self._access.addCORSHeaders(request)
+        hosts = request.requestHeaders.getRawHeaders(b"host", [])
+        if len(hosts) > 1:
+            return writeError(request, 400, "A request must have one Host header, not several")
+        if not hosts and request.clientproto == b"HTTP/1.1":
+            return writeError(request, 400, "An HTTP/1.1 request must have a Host header")
         if self.maxBodySize and bodySize(request) > self.maxBodySize:
             return writeError(
                 request,

@@ -46,6 +46,8 @@ class Connection:
         site.reactor = Clock()
         self.protocol = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 50000))
         self.transport = StringTransport()
+        # As a TCP connection's transport has it (a websocket taking the connection sets it).
+        self.transport.protocol = self.protocol
         self.protocol.makeConnection(self.transport)
         test.addCleanup(self.protocol.connectionLost, Failure(ConnectionDone()))
 
@@ -181,7 +183,8 @@ class DeclaredLengthTests(StrictTestCase):
     def test_justOverLimitIs413AtOnce(self) -> None:
         """A declared length one byte over the limit is answered 413 before the body."""
         connection = self.connect()
-        connection.send(b"POST /api HTTP/1.1\r\nHost: a\r\nContent-Length: %d\r\n\r\n" % (LIMIT + 1))
+        head = b"POST /api HTTP/1.1\r\nHost: a\r\nContent-Length: %d\r\n\r\n"
+        connection.send(head % (LIMIT + 1))
         self.assertJSONError(connection, 413)
         self.assertTrue(connection.closing)
 

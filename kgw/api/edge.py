@@ -8,6 +8,7 @@ from io import BytesIO
 from typing import IO, Any
 
 from twisted.logger import Logger
+from twisted.web.http import OK
 from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource, Resource
 
@@ -189,8 +190,9 @@ class Edge(Resource):
         transport = getattr(channel, "transport", None)
         result = self._render(request, route)
         if transport is not None and channel.transport is None and not request.finished:
-            # A websocket took the connection over: the request will never finish as HTTP.
-            watch.finish(SWITCHED)
+            # A websocket took the connection over: the request will never finish as HTTP. The
+            # resource that took it sets the status its handshake was answered with.
+            watch.finish(SWITCHED if request.code == OK else request.code)
         return result
 
     def _render(self, request: IRequest, route: str) -> bytes | int:

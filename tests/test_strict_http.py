@@ -65,7 +65,22 @@ class Connection:
             raise AssertionError(f"no complete answer: {self.transport.value()!r}")
         status, *lines = head.decode("latin-1").split("\r\n")
         headers = {name.lower(): value for name, value in (h.split(": ", 1) for h in lines)}
+        if headers.get("transfer-encoding") == "chunked":
+            body = dechunked(body)
         return int(status.split()[1]), headers, json.loads(body) if body else None
+
+
+def dechunked(body: bytes) -> bytes:
+    """The content of a chunked HTTP body."""
+    content = b""
+    while body:
+        size, _, rest = body.partition(b"\r\n")
+        length = int(size, 16)
+        if not length:
+            break
+        content += rest[:length]
+        body = rest[length + 2 :]
+    return content
 
 
 class StrictTestCase(SynchronousTestCase):

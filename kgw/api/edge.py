@@ -17,6 +17,7 @@ from kgw.api.errors import writeError
 from kgw.api.observe import SWITCHED, RequestObserver
 from kgw.api.routes import UNMATCHED
 from kgw.config import Config
+from kgw.listen import listeningAddress
 from kgw.metrics import GatewayMetrics
 
 log = Logger()
@@ -88,9 +89,10 @@ class Edge(Resource):
     Serve C{inner} under the path segments of C{baseURL}, and a JSON 404 everywhere else.
 
     Every request, whatever its route, is first held to the access policy: it gets the CORS
-    headers, a request from a foreign origin is refused with 403, and one without the token
-    with 401. A preflight (C{OPTIONS}) needs no token and is answered here, with 204. A path
-    or host name that is not UTF-8 is answered 400. Before all that, a request with two C{Host} headers,
+    headers, a request naming a foreign host on a loopback port is refused with 403 (DNS
+    rebinding), one from a foreign origin with 403, and one without the token with 401. A
+    preflight (C{OPTIONS}) needs no token and is answered here, with 204. A path or host name
+    that is not UTF-8 is answered 400. Before all that, a request with two C{Host} headers,
     or an HTTP/1.1 one with none, is refused with 400 (RFC 9112 section 3.2), and one whose
     body is larger than C{maxBodySize} (when not 0) with 413.
 
@@ -207,6 +209,20 @@ class Edge(Resource):
                 request,
                 413,
                 f"The request body is larger than the limit of {self.maxBodySize} bytes",
+            )
+        host = self._access.refusedHost(
+            request, listeningAddress(getattr(getattr(request, "channel", None), "transport", None))
+        )
+        if host is not None:
+            # The path only: a query string may carry the token.
+            log.warn(
+                "Refused a request for {path} naming the host {host}, which is not local; "
+                "set allow_remote_access (or a token) to serve it",
+                path=request.path.decode("latin-1"),
+                host=host,
+            )
+            return writeError(
+                request, 403, f"The host {host} is not local, and remote access is not allowed"
             )
         origin = self._access.refusedOrigin(request)
         if origin is not None:

@@ -273,6 +273,12 @@ class MalformedTests(StrictTestCase):
         self.assertEqual(connection.answer()[0], 200)
         self.assertEqual(self.inner.bodies, [b"hello"])
 
+    def test_badChunkSizeAfterChunkIs400(self) -> None:
+        """A bad chunk size arriving with the chunk before it is refused at once too."""
+        connection = self.chunked()
+        connection.send(b"5\r\nhello\r\nx")
+        self.assertJSONError(connection, 400)
+
     def test_emptyChunkSizeIs400(self) -> None:
         """A chunk-size line with no digits is answered 400 JSON."""
         connection = self.chunked()

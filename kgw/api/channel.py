@@ -109,6 +109,14 @@ class StrictChannel(HTTPChannel):
             super()._send100Continue()
 
     def rawDataReceived(self, data: bytes) -> None:
+        # Twisted's decoder reads a chunk-size line once it is whole (or 1 KB long); its start,
+        # before or after the decoder has read what came, can already be wrong.
+        if not self._badChunkSize(data):
+            super().rawDataReceived(data)
+            self._badChunkSize(b"")
+
+    def _badChunkSize(self, data: bytes) -> bool:
+        """Refuse the request if the chunk-size line being read, with C{data}, cannot be one."""
         decoder = self._transferDecoder
         if (
             not self._handlingRequest
@@ -117,8 +125,8 @@ class StrictChannel(HTTPChannel):
             and not _validChunkSizeStart(bytes(decoder._buffer) + data)
         ):
             self.refuse(400, "A chunk size of the request body is not a hexadecimal number")
-            return
-        super().rawDataReceived(data)
+            return True
+        return False
 
 
 def _validChunkSizeStart(line: bytes) -> bool:

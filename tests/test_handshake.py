@@ -10,6 +10,7 @@ from typing import Any
 
 from treq.testing import StubTreq
 from twisted.internet.error import ConnectionDone
+from twisted.internet.task import Clock
 from twisted.logger import capturedLogs
 from twisted.python.failure import Failure
 
@@ -27,6 +28,23 @@ from tests.test_strict_http import Connection
 KEY = "dGhlIHNhbXBsZSBub25jZQ=="
 
 
+class ClockTimer:
+    """Autobahn's timers (handshake timeout, pings) on a test clock, not the global reactor."""
+
+    def __init__(self, clock: Clock) -> None:
+        self.clock = clock
+
+    def call_later(self, delay: float, function: Any, *args: Any, **kw: Any) -> Any:
+        return self.clock.callLater(delay, function, *args, **kw)
+
+
+def channelsFactory() -> ChannelsFactory:
+    """A channels factory whose websockets schedule on a clock of their own."""
+    factory = ChannelsFactory(1 << 20)
+    factory._batched_timer = ClockTimer(Clock())
+    return factory
+
+
 class HandshakeTestCase(APITestCase):
     """A kernel on a gateway with metrics (so an access log) and the origin rule C{allowOrigin}."""
 
@@ -34,7 +52,7 @@ class HandshakeTestCase(APITestCase):
 
     def setUp(self) -> None:
         kernels = makeRegistry(self)
-        api = GatewayAPI(kernels, SessionRegistry(kernels), ChannelsFactory(1 << 20))
+        api = GatewayAPI(kernels, SessionRegistry(kernels), channelsFactory())
         self.edge = Edge(
             api.app.resource(),
             access=AccessPolicy(allowOrigin=self.allowOrigin),

@@ -17,9 +17,8 @@ from kgw.api.edge import Edge
 from kgw.config import Config
 from kgw.listen import listeningAddress
 from kgw.sessions import SessionRegistry
-from kgw.websocket import ChannelsFactory
 from tests.fakes import makeRegistry
-from tests.test_handshake import KEY
+from tests.test_handshake import KEY, channelsFactory
 from tests.test_strict_http import Connection
 
 TOKEN = "s3cret"
@@ -127,7 +126,7 @@ class RebindingTests(SynchronousTestCase):
 
     def setUp(self) -> None:
         kernels = makeRegistry(self)
-        self.api = GatewayAPI(kernels, SessionRegistry(kernels), ChannelsFactory(1 << 20))
+        self.api = GatewayAPI(kernels, SessionRegistry(kernels), channelsFactory())
 
     def get(
         self,

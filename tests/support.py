@@ -237,7 +237,9 @@ class Client(WebSocketClientProtocol):
         }
         if self.protocolName == wire.V1_PROTOCOL:
             parts = wire.dict_to_parts(msg)
-            self.sendMessage(wire.encode_v1(channel or "shell", parts), isBinary=True)
+            self.sendMessage(
+                wire.encode_v1("shell" if channel is None else channel, parts), isBinary=True
+            )
         else:
             msg["channel"] = channel
             self.sendMessage(json.dumps(msg).encode())

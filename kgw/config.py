@@ -221,6 +221,20 @@ class Config:
     )
     expose_headers: str = option("", "Access-Control-Expose-Headers header value.")
     max_age: str = option("", "Access-Control-Max-Age header value.")
+    allow_remote_access: bool = option(
+        False,
+        "Serve requests whose Host is not a local name when listening on a loopback address "
+        "without a token (by default they get 403: DNS rebinding), as jupyter_server's option.",
+        _boolean,
+        kgwOnly=True,
+    )
+    local_hostnames: tuple[str, ...] = option(
+        ("localhost",),
+        "Host names taken as local, besides loopback addresses, when allow_remote_access is "
+        "False (comma-separated), as jupyter_server's option.",
+        _names,
+        kgwOnly=True,
+    )
     # Kernels.
     max_kernels: int = option(
         0, "Most kernels running at once, starting ones included (0: no limit).", _integer(0)

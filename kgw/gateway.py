@@ -13,6 +13,7 @@ from twisted.web.resource import IResource
 from twisted.web.server import Site
 
 from kgw.api.app import GatewayAPI
+from kgw.api.channel import strictChannelFactory
 from kgw.api.edge import Edge
 from kgw.api.routes import RouteTemplates
 from kgw.config import Config, ConfigError
@@ -146,9 +147,11 @@ class _QuietSite(Site):
 
 def buildSite(resource: IResource) -> Site:
     """
-    The HTTP factory serving C{resource} on every listening endpoint; its access log never shows
-    a token, and when C{resource} is an L{Edge} with a body size limit, no request body is held
-    beyond that limit.
+    The HTTP factory serving C{resource} on every listening endpoint: its access log never shows
+    a token, its connections answer in JSON what they cannot parse
+    (L{kgw.api.channel.StrictChannel}), and when C{resource} is an L{Edge} with a body size
+    limit, no request body is held beyond that limit, nor waited for when its declared length
+    is over it.
     """
     from kgw.api.access import accessLogFormatter
 
@@ -156,6 +159,8 @@ def buildSite(resource: IResource) -> Site:
         site: Site = _QuietSite(resource)
     else:
         site = Site(resource, logFormatter=accessLogFormatter)
-    if isinstance(resource, Edge) and resource.maxBodySize:
-        site.getContentFile = resource.contentFile
+    maxBodySize = resource.maxBodySize if isinstance(resource, Edge) else 0
+    site.protocol = strictChannelFactory(maxBodySize)  # type: ignore[assignment]
+    if maxBodySize:
+        site.getContentFile = resource.contentFile  # type: ignore[union-attr]
     return site

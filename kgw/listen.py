@@ -201,6 +201,25 @@ def _formatAddress(address: IAddress) -> str:
     return str(name) if name is not None else str(address)
 
 
+def listeningAddress(transport: object) -> IAddress | None:
+    """
+    The address of the listening port that accepted the connection of C{transport}, through
+    any TLS layer: C{0.0.0.0} for a port listening on every interface, where C{getHost()} would
+    give the address the client reached. C{None} for a connection that came through no port
+    (an in-memory transport).
+    """
+    for _ in range(4):
+        # Twisted's TCP and UNIX server connections keep their listening port as "server".
+        port = getattr(transport, "server", None)
+        if port is not None and callable(getattr(port, "getHost", None)):
+            address: IAddress = port.getHost()
+            return address
+        transport = getattr(transport, "transport", None)
+        if transport is None:
+            return None
+    return None
+
+
 def _announceListening(description: str) -> Callable[[IListeningPort], None]:
     def announce(port: IListeningPort) -> None:
         log.info(

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from autobahn.twisted.resource import WebSocketResource
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.types import ConnectionRequest
 from prometheus_client import Counter
@@ -17,6 +18,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from kgw import wire
+from kgw.api.errors import errorBody
 from kgw.kernels.channels import CLIENT_CHANNELS, ClientChannels
 from kgw.kernels.registry import Kernel
 from kgw.metrics import TO_CLIENT, TO_KERNEL, GatewayMetrics
@@ -24,6 +26,7 @@ from kgw.ratelimit import IOPubRateLimiter
 
 log = Logger()
 
+SWITCHING_PROTOCOLS = 101
 CLOSE_NORMAL = 1000
 CLOSE_GOING_AWAY = 1001
 # Messages of at least this many bytes are sent without joining their pieces into one.
@@ -51,10 +54,13 @@ class ChannelsProtocol(WebSocketServerProtocol):
 
     @ivar toClient: the counter of messages relayed to the client, by channel.
     @ivar toKernel: the counter of messages relayed to the kernel, by channel.
+    @ivar handshakeStatus: the HTTP status that answered the opening handshake (C{None} until
+        it is answered).
     """
 
     kernel: Kernel
     sessionId: str = ""
+    handshakeStatus: int | None = None
     toClient: Mapping[str, Counter] = _UNCOUNTED
     toKernel: Mapping[str, Counter] = _UNCOUNTED
 
@@ -76,6 +82,31 @@ class ChannelsProtocol(WebSocketServerProtocol):
             self.v1 = True
             return wire.V1_PROTOCOL
         return None
+
+    def succeedHandshake(self, res: Any) -> None:
+        # Autobahn may still refuse here (a subprotocol not asked for): failHandshake then says.
+        self.handshakeStatus = SWITCHING_PROTOCOLS
+        super().succeedHandshake(res)
+
+    def failHandshake(
+        self, reason: str, code: int = 400, responseHeaders: Sequence[tuple[str, str]] = ()
+    ) -> None:
+        self.handshakeStatus = code
+        super().failHandshake(reason, code, responseHeaders)
+
+    def sendHttpErrorResponse(
+        self, code: int, reason: str, responseHeaders: Sequence[tuple[str, str]] | None = None
+    ) -> None:
+        # Autobahn's refusal has no body; the gateway's are JSON, and the connection closes.
+        body = errorBody(code, reason)
+        headers = [
+            *(responseHeaders or ()),
+            ("Content-Type", "application/json"),
+            ("Content-Length", str(len(body))),
+            ("Connection", "close"),
+        ]
+        head = "".join(f"{name}: {value}\r\n" for name, value in headers)
+        self.sendData(f"HTTP/1.1 {code} {reason}\r\n{head}\r\n".encode() + body)
 
     def onOpen(self) -> None:
         if self.kernel.channels is None:
@@ -191,7 +222,8 @@ class ChannelsFactory(WebSocketServerFactory):
     @param metrics: where relayed messages are counted, by channel and direction.
 
     Autobahn's defaults suit a demo, not a gateway: no status page (it offers an open
-    redirect), origin checks done by the gateway's own edge, and a bound on message size.
+    redirect), origin checks done by the gateway's own edge (which takes the C{null} origin
+    as any other, so Autobahn must let it through), and a bound on message size.
     """
 
     protocol = ChannelsProtocol
@@ -215,6 +247,7 @@ class ChannelsFactory(WebSocketServerFactory):
         self.setProtocolOptions(
             webStatus=False,
             allowedOrigins=["*"],
+            allowNullOrigin=True,
             maxMessagePayloadSize=maxMessageSize,
             maxFramePayloadSize=maxMessageSize,
             autoPingInterval=30,
@@ -236,8 +269,10 @@ class _KernelBound:
         self._kernel = kernel
         self._sessionId = sessionId
 
+    built: ChannelsProtocol | None = None
+
     def buildProtocol(self, addr: object) -> ChannelsProtocol:
-        protocol = self._factory.buildProtocol(addr)
+        protocol = self.built = self._factory.buildProtocol(addr)
         protocol.kernel = self._kernel
         protocol.sessionId = self._sessionId
         protocol.toClient = self._factory.toClient
@@ -246,3 +281,22 @@ class _KernelBound:
         if limiter.active:
             protocol.limiter = limiter
         return protocol
+
+
+class ChannelsResource(WebSocketResource):
+    """
+    Autobahn's resource for one kernel's channels, which takes the connection over and sets on
+    the request the status its handshake was answered with (101, or Autobahn's refusal), so
+    that the access log records the status actually sent.
+    """
+
+    def __init__(self, factory: _KernelBound) -> None:
+        super().__init__(factory)
+        self._bound = factory
+
+    def render(self, request: Any) -> Any:
+        result = super().render(request)
+        protocol = self._bound.built
+        if protocol is not None:
+            request.setResponseCode(protocol.handshakeStatus or SWITCHING_PROTOCOLS)
+        return result

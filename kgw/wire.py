@@ -223,8 +223,8 @@ def decode_legacy(payload: bytes, is_binary: bool) -> tuple[str | None, dict]:
 
     @param payload: The frame payload; UTF-8 JSON when C{is_binary} is false.
     @param is_binary: Whether the frame was a binary websocket frame.
-    @return: The C{channel} key (or C{None} if absent) and the rest of the
-        message, with C{buffers} a list of C{bytes}.
+    @return: The C{channel} key (C{None} if absent or null, which jupyter_server
+        sends to shell) and the rest of the message, with C{buffers} a list of C{bytes}.
     """
     if is_binary:
         text, buffers = _split_legacy_binary(payload)
@@ -237,7 +237,7 @@ def decode_legacy(payload: bytes, is_binary: bool) -> tuple[str | None, dict]:
     for key in ("parent_header", "metadata", "content"):
         if not isinstance(msg.setdefault(key, {}), dict):
             raise WireError(f"{key} is not a JSON object")
-    if "channel" in msg and not isinstance(msg["channel"], str):
+    if msg.get("channel") is not None and not isinstance(msg["channel"], str):
         raise WireError("channel is not a string")
     channel = msg.pop("channel", None)
     msg["buffers"] = buffers

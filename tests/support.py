@@ -211,9 +211,16 @@ class Client(WebSocketClientProtocol):
         return withTimeout(self.closed)
 
     def send(
-        self, msgType: str, content: dict[str, Any], channel: str = "shell", msgId: str = ""
+        self,
+        msgType: str,
+        content: dict[str, Any],
+        channel: str | None = "shell",
+        msgId: str = "",
     ) -> str:
-        """Send a message in this connection's wire format and return its id."""
+        """
+        Send a message in this connection's wire format and return its id; a legacy message
+        with C{channel} C{None} carries C{"channel": null}.
+        """
         msgId = msgId or uuid.uuid4().hex
         msg = {
             "header": {
@@ -229,7 +236,10 @@ class Client(WebSocketClientProtocol):
             "content": content,
         }
         if self.protocolName == wire.V1_PROTOCOL:
-            self.sendMessage(wire.encode_v1(channel, wire.dict_to_parts(msg)), isBinary=True)
+            parts = wire.dict_to_parts(msg)
+            self.sendMessage(
+                wire.encode_v1("shell" if channel is None else channel, parts), isBinary=True
+            )
         else:
             msg["channel"] = channel
             self.sendMessage(json.dumps(msg).encode())

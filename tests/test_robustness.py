@@ -184,3 +184,8 @@ class LegacyChannelTests(SynchronousTestCase):
         """A message without a channel goes to shell, as in jupyter_server."""
         header = {"msg_id": "m", "msg_type": "execute_request"}
         self.assertEqual(self.sent({"header": header}), ["shell"])
+
+    def test_nullChannelIsShell(self) -> None:
+        """A message whose channel is null goes to shell, as in jupyter_server."""
+        header = {"msg_id": "m", "msg_type": "execute_request"}
+        self.assertEqual(self.sent({"header": header, "channel": None}), ["shell"])

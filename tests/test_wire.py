@@ -339,6 +339,13 @@ class BadInputTests(SynchronousTestCase):
         payload = b'{"header":{"msg_id":"m","msg_type":"t"},"channel":1}'
         self.assertRaises(WireError, decode_legacy, payload, False)
 
+    def test_legacyNullChannel(self) -> None:
+        """A legacy message whose channel is null is read as one without a channel."""
+        payload = b'{"header":{"msg_id":"m","msg_type":"t"},"channel":null}'
+        channel, msg = decode_legacy(payload, False)
+        self.assertIsNone(channel)
+        self.assertNotIn("channel", msg)
+
     def test_legacyDefaults(self) -> None:
         """A legacy message without channel or optional parts gets None and {}."""
         payload = b'{"header":{"msg_id":"m","msg_type":"t"}}'

@@ -7,12 +7,14 @@ L{accessLogFormatter} keeps the token out of the access log.
 from __future__ import annotations
 
 import hmac
+import ipaddress
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote_to_bytes, urlsplit
 
+from twisted.internet.interfaces import IAddress
 from twisted.web.http import combinedLogFormatter
 from twisted.web.iweb import IAccessLogFormatter, IRequest
 from zope.interface import provider
@@ -26,18 +28,58 @@ SECRET = b"[secret]"
 _AUTHORIZATION = re.compile(rb"\s*token\s+(.+?)\s*", re.IGNORECASE)
 # Twisted splits a query string on both separators.
 _SEPARATORS = re.compile(rb"([&;])")
+# A Host value's port, which the check of local names ignores.
+_PORT = re.compile(r":\d*$")
+
+
+def hostName(host: str) -> str:
+    """
+    The name or address of a C{Host} header's value: without its port, an IPv6 address without
+    its brackets, in lower case.
+    """
+    host = host.strip().lower()
+    if host.startswith("["):
+        inside, bracket, rest = host[1:].partition("]")
+        if bracket and (not rest or _PORT.fullmatch(rest)):
+            return inside
+        return host
+    return _PORT.sub("", host)
+
+
+def isLocalHost(host: str, localHostnames: Sequence[str]) -> bool:
+    """
+    Whether the C{Host} header value C{host} names this machine as jupyter_server understands
+    it: a loopback address (127.0.0.0/8, ::1), or one of C{localHostnames}; a port is ignored.
+    """
+    name = hostName(host)
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return name in (local.lower() for local in localHostnames)
+
+
+def isLoopback(address: IAddress | None) -> bool:
+    """Whether C{address} is a loopback IP address (a listening port bound to loopback only)."""
+    try:
+        return ipaddress.ip_address(getattr(address, "host", "")).is_loopback
+    except ValueError:
+        return False
 
 
 @dataclass(frozen=True)
 class AccessPolicy:
     """
     The access settings of one gateway: the token requests must carry (none when empty), the
-    allowed origin, and the CORS headers every response carries.
+    allowed origin, the CORS headers every response carries, and whether a connection to a
+    loopback address may name the gateway otherwise than as a local host (jupyter_server's
+    C{allow_remote_access} and C{local_hostnames}).
     """
 
     token: str = ""
     allowOrigin: str = ""
     corsHeaders: Sequence[tuple[bytes, bytes]] = ()
+    allowRemoteAccess: bool = False
+    localHostnames: Sequence[str] = ("localhost",)
 
     @classmethod
     def fromConfig(cls, config: Config) -> AccessPolicy:
@@ -54,6 +96,8 @@ class AccessPolicy:
             token=config.auth_token,
             allowOrigin=config.allow_origin,
             corsHeaders=tuple((name, value.encode("utf-8")) for name, value in headers if value),
+            allowRemoteAccess=config.allow_remote_access,
+            localHostnames=config.local_hostnames,
         )
 
     def addCORSHeaders(self, request: IRequest) -> None:
@@ -83,6 +127,24 @@ class AccessPolicy:
             if not netloc or netloc != host:
                 return origin
         return None
+
+    def refusedHost(self, request: IRequest, listening: IAddress | None) -> str | None:
+        """
+        The C{Host} of C{request} if it must be refused as a DNS rebinding, else C{None}.
+
+        A page on any host name that resolves to 127.0.0.1 can send requests to a gateway on
+        loopback, and the browser lets it read the answers: its origin is that name. So when
+        the connection came through a port listening on a loopback address (C{listening}) and
+        no token is set, the C{Host} must name a local host (L{isLocalHost}), unless
+        C{allowRemoteAccess}. A request without a C{Host} (HTTP/1.0) is not from a browser.
+        """
+        if self.allowRemoteAccess or self.token or not isLoopback(listening):
+            return None
+        host = request.getHeader(b"host")
+        if host is None:
+            return None
+        text = host.decode("latin-1")
+        return None if isLocalHost(text, self.localHostnames) else text
 
     def authorized(self, request: IRequest) -> bool:
         """

@@ -7,7 +7,6 @@ import binascii
 import json
 from typing import Any
 
-from autobahn.twisted.resource import WebSocketResource
 from klein import Klein
 from twisted.web.iweb import IRequest
 
@@ -18,7 +17,7 @@ from kgw.api.openapi import build_openapi, to_yaml
 from kgw.errors import Forbidden, InvalidRequest
 from kgw.kernels.registry import KernelRegistry, specResources
 from kgw.sessions import SessionRegistry
-from kgw.websocket import ChannelsFactory
+from kgw.websocket import ChannelsFactory, ChannelsResource
 
 JSON = b"application/json"
 
@@ -209,7 +208,7 @@ class GatewayAPI:
         if refusal is not None:
             return refusal
         factory = self.channels.forKernel(kernel, queryArg(request, "session_id"))
-        return WebSocketResource(factory)
+        return ChannelsResource(factory)
 
     # Sessions
 

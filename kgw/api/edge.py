@@ -8,6 +8,7 @@ from io import BytesIO
 from typing import IO, Any
 
 from twisted.logger import Logger
+from twisted.web.http import OK
 from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource, Resource
 
@@ -16,6 +17,7 @@ from kgw.api.errors import writeError
 from kgw.api.observe import SWITCHED, RequestObserver
 from kgw.api.routes import UNMATCHED
 from kgw.config import Config
+from kgw.listen import listeningAddress
 from kgw.metrics import GatewayMetrics
 
 log = Logger()
@@ -87,11 +89,13 @@ class Edge(Resource):
     Serve C{inner} under the path segments of C{baseURL}, and a JSON 404 everywhere else.
 
     Every request, whatever its route, is first held to the access policy: it gets the CORS
-    headers, a request from a foreign origin is refused with 403, and one without the token
-    with 401. A preflight (C{OPTIONS}) needs no token and is answered here, never by C{inner}:
-    with 204, or with C{routeOptions} as KG's notebook-http mode answers it (see
-    L{fromConfig}). A path or host name that is not UTF-8 is answered 400. Before all that, a
-    request whose body is larger than C{maxBodySize} (when not 0) is refused with 413.
+    headers, a request naming a foreign host on a loopback port is refused with 403 (DNS
+    rebinding), one from a foreign origin with 403, and one without the token with 401. A
+    preflight (C{OPTIONS}) needs no token and is answered here, never by C{inner}: with 204,
+    or with C{routeOptions} as KG's notebook-http mode answers it (see L{fromConfig}). A path
+    or host name that is not UTF-8 is answered 400. Before all that, a request with two
+    C{Host} headers, or an HTTP/1.1 one with none, is refused with 400 (RFC 9112 section
+    3.2), and one whose body is larger than C{maxBodySize} (when not 0) with 413.
 
     The segments of the base URL move from C{postpath} to C{prepath}, so Klein routes the rest
     and builds URLs with the prefix.
@@ -194,17 +198,37 @@ class Edge(Resource):
         transport = getattr(channel, "transport", None)
         result = self._render(request, route)
         if transport is not None and channel.transport is None and not request.finished:
-            # A websocket took the connection over: the request will never finish as HTTP.
-            watch.finish(SWITCHED)
+            # A websocket took the connection over: the request will never finish as HTTP. The
+            # resource that took it sets the status its handshake was answered with.
+            watch.finish(SWITCHED if request.code == OK else request.code)
         return result
 
     def _render(self, request: IRequest, route: str) -> bytes | int:
         self._access.addCORSHeaders(request)
+        hosts = request.requestHeaders.getRawHeaders(b"host", [])
+        if len(hosts) > 1:
+            return writeError(request, 400, "A request must have one Host header, not several")
+        if not hosts and request.clientproto == b"HTTP/1.1":
+            return writeError(request, 400, "An HTTP/1.1 request must have a Host header")
         if self.maxBodySize and bodySize(request) > self.maxBodySize:
             return writeError(
                 request,
                 413,
                 f"The request body is larger than the limit of {self.maxBodySize} bytes",
+            )
+        host = self._access.refusedHost(
+            request, listeningAddress(getattr(getattr(request, "channel", None), "transport", None))
+        )
+        if host is not None:
+            # The path only: a query string may carry the token.
+            log.warn(
+                "Refused a request for {path} naming the host {host}, which is not local; "
+                "set allow_remote_access (or a token) to serve it",
+                path=request.path.decode("latin-1"),
+                host=host,
+            )
+            return writeError(
+                request, 403, f"The host {host} is not local, and remote access is not allowed"
             )
         origin = self._access.refusedOrigin(request)
         if origin is not None:

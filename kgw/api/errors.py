@@ -26,12 +26,21 @@ STATUS: dict[type[Exception], int] = {
 }
 
 
+def reasonPhrase(code: int) -> str:
+    """The reason phrase of the HTTP status C{code} (C{Error} for an unknown one)."""
+    return HTTPStatus(code).phrase if code in HTTPStatus._value2member_map_ else "Error"
+
+
+def errorBody(code: int, message: str) -> bytes:
+    """The JSON body of an error answered with C{code}: C{{"reason", "message"}}."""
+    return json.dumps({"reason": reasonPhrase(code), "message": message}).encode("utf-8")
+
+
 def writeError(request: IRequest, code: int, message: str) -> bytes:
     """Set C{code} on C{request} and return the JSON error body."""
-    reason = HTTPStatus(code).phrase if code in HTTPStatus._value2member_map_ else "Error"
     request.setResponseCode(code)
     request.setHeader(b"Content-Type", b"application/json")
-    return json.dumps({"reason": reason, "message": message}).encode("utf-8")
+    return errorBody(code, message)
 
 
 def statusOf(error: BaseException) -> int:

@@ -68,6 +68,27 @@ class HandshakeTests(TestCase):
         client = await self.handshake(gateway, kernelId, origin="http://evil.example")
         self.assertEqual(client.state, client.STATE_OPEN)
 
+    async def test_nullOriginOpensUnderStar(self) -> None:
+        """With allow_origin C{*}, a handshake from the origin C{null} opens the websocket."""
+        gateway, kernelId = await self.startKernel(allow_origin="*")
+        client = await self.handshake(gateway, kernelId, origin="null")
+        self.assertEqual(client.state, client.STATE_OPEN)
+
+    async def test_nullOriginRefusedOtherwise(self) -> None:
+        """Without allow_origin C{*}, the origin C{null} is a foreign one: 403."""
+        gateway, kernelId = await self.startKernel()
+        await self.assertRefused(403, gateway, kernelId, origin="null")
+
+    async def test_nullChannelIsShell(self) -> None:
+        """A legacy execute_request whose channel is null runs on the kernel, as on shell."""
+        gateway, kernelId = await self.startKernel()
+        client = await self.handshake(gateway, kernelId)
+        msgId = client.send("execute_request", {"code": "print(6 * 7)"}, channel=None)
+        messages = await client.collect(msgId)
+        replies = [m for m in messages if m["header"]["msg_type"] == "execute_reply"]
+        self.assertEqual(replies[0]["content"]["status"], "ok")
+        self.assertEqual(replies[0]["channel"], "shell")
+
     async def test_tokenRequired(self) -> None:
         """With a token set, a handshake without it, or with a wrong one, is refused with 401."""
         gateway, kernelId = await self.startKernel(auth_token=TOKEN)

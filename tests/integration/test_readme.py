@@ -123,6 +123,12 @@ class Sandbox:
         self.labPort = freePort()
         runtime = os.path.join(self.home, "runtime")
         os.makedirs(runtime)
+        if os.geteuid() == 0:
+            # Jupyter refuses to serve as root, which a newcomer is not, but a CI container may be.
+            os.makedirs(os.path.join(self.home, ".jupyter"))
+            config = os.path.join(self.home, ".jupyter", "jupyter_server_config.json")
+            with open(config, "w") as f:
+                json.dump({"ServerApp": {"allow_root": True}}, f)
         environ = {
             k: v
             for k, v in os.environ.items()
@@ -160,10 +166,12 @@ class Sandbox:
         def reap() -> Any:
             if process.ended.called:
                 return None
-            try:
-                os.kill(process.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass  # exited, and its end is being reported
+            # A test that failed midway: the process and its kernels, each by its pid.
+            for pid in [process.pid, *childProcesses(process.pid)]:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass  # exited, and its end is being reported
             return process.ended
 
         self.test.addCleanup(reap)
@@ -248,28 +256,47 @@ class QuickStartTests(TestCase):
             raise SkipTest("JupyterLab is not installed: its quick start commands did not run")
 
     async def checkJupyterLab(self, sandbox: Sandbox, command: str) -> None:
-        """JupyterLab started by the README's command lists the gateway's kernelspecs."""
+        """JupyterLab started by the README's command starts its kernels on the gateway."""
         import treq
+        from twisted.web.client import HTTPConnectionPool
 
-        process = sandbox.spawn(command, JupyterLab())
+        process = sandbox.spawn(command, JupyterLab(sandbox.labPort))
         await withTimeout(process.listening, 120)
-        url = f"http://127.0.0.1:{sandbox.labPort}/api/kernelspecs?token=lab-token"
-        response = await withTimeout(treq.get(url), 60)
-        body = json.loads(await treq.content(response))
-        self.assertEqual(response.code, 200, body)
-        self.assertIn("python3", body["kernelspecs"])
+        pool = HTTPConnectionPool(reactor, persistent=False)
+
+        async def call(method: str, url: str, **kw: Any) -> tuple[int, Any]:
+            response = await withTimeout(treq.request(method, url, pool=pool, **kw), 60)
+            content = await treq.content(response)
+            return response.code, json.loads(content) if content else None
+
+        lab = f"http://127.0.0.1:{sandbox.labPort}/api"
+        token = {"Authorization": "token lab-token"}
+        code, specs = await call("GET", f"{lab}/kernelspecs", headers=token)
+        self.assertEqual(code, 200, specs)
+        self.assertIn("python3", specs["kernelspecs"])
+        code, kernel = await call("POST", f"{lab}/kernels", headers=token, json={"name": "python3"})
+        self.assertEqual(code, 201, kernel)
+        gateway = f"http://127.0.0.1:{sandbox.port}/api/kernels"
+        code, kernels = await call("GET", gateway, headers={"Authorization": f"token {TOKEN}"})
+        self.assertEqual(code, 200, kernels)
+        self.assertIn(kernel["id"], [k["id"] for k in kernels])
+        code, _ = await call("DELETE", f"{lab}/kernels/{kernel['id']}", headers=token)
+        self.assertEqual(code, 204)
         os.kill(process.pid, signal.SIGTERM)
         await withTimeout(process.ended, 60)
 
 
 class JupyterLab(Twistd):
-    """A C{jupyter lab} process; C{listening} fires when it says where it serves."""
+    """A C{jupyter lab} process; C{listening} fires when it says it serves on C{port}."""
+
+    def __init__(self, port: int) -> None:
+        super().__init__()
+        self.served = re.compile(rb"http://(?:127\.0\.0\.1|localhost):%d/lab" % port)
 
     def outReceived(self, data: bytes) -> None:
         self.output += data
-        found = re.search(rb"http://(?:127\.0\.0\.1|localhost):(\d+)/", self.output)
-        if found and not self.listening.called:
-            self.listening.callback(int(found.group(1)))
+        if not self.listening.called and self.served.search(self.output):
+            self.listening.callback(None)
 
     errReceived = outReceived
 

@@ -27,6 +27,10 @@ def main(arguments: Sequence[str] | None = None) -> None:
     """
     from twisted.scripts.twistd import run
 
+    from kgw import tap
+
+    # A usage error names this command, and its --help.
+    tap.COMMAND = "kgw"
     if arguments is None:
         arguments = sys.argv[1:]
     # twistd reads its command line from sys.argv; its usage message names "twistd".

@@ -54,6 +54,15 @@ def installReactor() -> None:
         )
 
 
+COMMAND = "twistd kgw"
+"""The command a usage error names; C{kgw}'s main sets it to C{kgw}."""
+
+
+def usageErrorText(error: usage.UsageError, command: str) -> str:
+    """What a usage error prints: the error, and where to find the options."""
+    return f"{command}: {error}\nRun '{command} --help' for the options."
+
+
 def _qualifiedSpellings() -> dict[str, str]:
     spellings = {}
     for f in Config.options():
@@ -106,7 +115,13 @@ class Options(usage.Options):
     def parseOptions(self, options: Sequence[str] | None = None) -> None:
         if options is None:
             options = sys.argv[1:]
-        super().parseOptions(self._translate(list(options)))
+        try:
+            super().parseOptions(self._translate(list(options)))
+        except usage.UsageError as e:
+            if self.parent is None:
+                raise
+            # twistd would print all 160 lines of --help before the one line that matters.
+            raise SystemExit(usageErrorText(e, COMMAND)) from None
 
     def _translate(self, args: list[str]) -> list[str]:
         """Rewrite C{--Class.option=value} into this command's own C{--option=value}."""

@@ -103,6 +103,21 @@ class CommandLineTests(TestCase):
             self.assertIn(why, process.output)
             self.assertNotIn(b"Traceback", process.output)
 
+    async def test_usageErrorIsShort(self):
+        """A usage error prints the error and one hint to --help, not the whole option list."""
+        for args, error in (
+            (("kgw", "--bad"), b"twistd kgw: option --bad not recognized"),
+            (("-n", "kgw", "--port=eighty"), b"twistd kgw: --port: expected an integer"),
+            (("--reactor=poll", "kgw"), b"twistd kgw: kgw needs the asyncio reactor"),
+        ):
+            process = spawnTwistd(self, *args)
+            code = await withTimeout(process.ended)
+            self.assertEqual(code, 1, process.output)
+            lines = process.output.splitlines()
+            self.assertEqual(len(lines), 2, process.output)
+            self.assertTrue(lines[0].startswith(error), process.output)
+            self.assertEqual(lines[1], b"Run 'twistd kgw --help' for the options.")
+
     async def test_badValueRefused(self):
         """A value that does not parse is a usage error naming the option."""
         process = spawnTwistd(self, "-n", "kgw", "--port=eighty")

@@ -406,6 +406,15 @@ class CommandTests(TestCase):
         for expected in (b"twistd [options] kgw", b"--port=", b"--listen", b"KG_PORT"):
             self.assertIn(expected, out)
 
+    async def test_usageErrorIsShort(self):
+        """C{kgw --bad} prints the error and one hint, naming the kgw command, and exits 1."""
+        out, err, code = await run(sys.executable, "-m", "kgw", "--bad")
+        self.assertEqual(code, 1)
+        self.assertEqual(
+            (out + err).splitlines(),
+            [b"kgw: option --bad not recognized", b"Run 'kgw --help' for the options."],
+        )
+
     async def test_servesInForeground(self):
         """
         C{python -m kgw --port=0} serves the API in the foreground under the asyncio reactor,

@@ -14,6 +14,7 @@ import asyncio
 import importlib.util
 import os
 import re
+import shlex
 import shutil
 import signal
 import socket
@@ -258,9 +259,13 @@ async def startGateway(test: TestCase, label: str, argv: list[str], token: str) 
 
 
 async def startKgw(test: TestCase, token: str) -> GatewayClient:
-    """This tree's kgw, as its users start it: C{python -m kgw}."""
+    """
+    This tree's kgw, as its users start it: C{python -m kgw}, with the options in
+    C{KGW_BROWSER_KGW_OPTIONS} (say C{--warm-kernels=1}) added.
+    """
     argv = [sys.executable, "-m", "kgw", "--ip=127.0.0.1", "--port=0", "--port-retries=0"]
     argv += ["--list-kernels=True", f"--auth-token={token}"]
+    argv += shlex.split(os.environ.get("KGW_BROWSER_KGW_OPTIONS", ""))
     return await startGateway(test, "kgw", argv, token)
 
 

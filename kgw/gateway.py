@@ -13,17 +13,17 @@ from twisted.web.resource import IResource
 from twisted.web.server import Site
 
 from kgw.api.app import GatewayAPI
-from kgw.api.channel import strictChannelFactory
-from kgw.api.edge import Edge
-from kgw.api.routes import RouteTemplates
+from kgw.api.sessions import SessionRegistry
+from kgw.api.websocket import ChannelsFactory
 from kgw.config import Config, ConfigError
+from kgw.http.channel import strictChannelFactory
+from kgw.http.edge import Edge
+from kgw.http.routes import RouteTemplates
 from kgw.kernels.buffering import BufferLimits
 from kgw.kernels.environment import kernelEnvironment
 from kgw.kernels.registry import Culling, KernelRegistry
 from kgw.kernels.seed import loadSeed
 from kgw.notebook_http.cells import notebookAPI
-from kgw.sessions import SessionRegistry
-from kgw.websocket import ChannelsFactory
 
 
 class Gateway(MultiService):
@@ -105,7 +105,7 @@ def buildGateway(config: Config, clock: IReactorTime, **registryArguments: Any) 
 
 def _notebookHTTP(config: Config, clock: IReactorTime, kernels: KernelRegistry) -> Gateway:
     """A gateway serving the seed notebook's annotated cells; its other cells are the seed."""
-    from kgw.notebook_http.pool import KernelLender
+    from kgw.notebook_http.lender import KernelLender
     from kgw.notebook_http.routes import NotebookAPIResource
 
     seed = kernels.seed
@@ -149,11 +149,11 @@ def buildSite(resource: IResource) -> Site:
     """
     The HTTP factory serving C{resource} on every listening endpoint: its access log never shows
     a token, its connections answer in JSON what they cannot parse
-    (L{kgw.api.channel.StrictChannel}), and when C{resource} is an L{Edge} with a body size
+    (L{kgw.http.channel.StrictChannel}), and when C{resource} is an L{Edge} with a body size
     limit, no request body is held beyond that limit, nor waited for when its declared length
     is over it.
     """
-    from kgw.api.access import accessLogFormatter
+    from kgw.http.access import accessLogFormatter
 
     if isinstance(resource, Edge) and resource.observesRequests:
         site: Site = _QuietSite(resource)

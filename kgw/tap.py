@@ -19,8 +19,8 @@ from twisted.logger import (
 from twisted.python import usage
 
 from kgw.config import Config, ConfigError, envVar, flag, loadConfigFile, qualifiedNames
+from kgw.http.listen import checkTLS
 from kgw.jsonlog import jsonLineObserver
-from kgw.listen import checkTLS
 from kgw.notebook_http.cells import notebookAPI
 
 ALIASES = {
@@ -229,7 +229,7 @@ def makeService(options: Options) -> IService:
     from twisted.internet import reactor
 
     from kgw.gateway import buildGateway, buildSite
-    from kgw.listen import listeningServices
+    from kgw.http.listen import listeningServices
 
     config = options.config
     assert config is not None

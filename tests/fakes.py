@@ -13,15 +13,15 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from kgw.api.access import AccessPolicy
 from kgw.api.app import GatewayAPI
-from kgw.api.edge import Edge
-from kgw.api.routes import RouteTemplates
+from kgw.api.sessions import SessionRegistry
+from kgw.api.websocket import ChannelsFactory
+from kgw.http.access import AccessPolicy
+from kgw.http.edge import Edge
+from kgw.http.routes import RouteTemplates
 from kgw.kernels.environment import kernelEnvironment
 from kgw.kernels.registry import Kernel, KernelRegistry
 from kgw.metrics import GatewayMetrics
-from kgw.sessions import SessionRegistry
-from kgw.websocket import ChannelsFactory
 
 # The PNG signature and a few more bytes: enough for a logo nobody looks at.
 LOGO = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR"

@@ -17,11 +17,11 @@ from twisted.web.server import Request
 from twisted.web.static import Data
 from twisted.web.test.requesthelper import DummyChannel
 
-from kgw.api import access
-from kgw.api.access import AccessPolicy, accessLogFormatter, redactToken
-from kgw.api.edge import Edge
 from kgw.config import Config
 from kgw.gateway import buildSite
+from kgw.http import access
+from kgw.http.access import AccessPolicy, accessLogFormatter, redactToken
+from kgw.http.edge import Edge
 from tests.fakes import FakeProcess, makeAPI
 from tests.test_api import UPGRADE, Answer, APITestCase
 

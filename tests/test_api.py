@@ -11,8 +11,8 @@ from twisted.trial.unittest import SkipTest, SynchronousTestCase
 from twisted.web.http_headers import Headers
 
 from kgw.api.app import GatewayAPI
-from kgw.api.edge import METRICS_ROUTE
 from kgw.api.openapi import ROUTES, build_openapi
+from kgw.http.edge import METRICS_ROUTE
 from tests.fakes import LOGO, FakeProcess, makeAPI
 
 TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")

@@ -22,13 +22,13 @@ from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer
 from twisted.web.static import Data
 from zope.interface import implementer
 
-from kgw.api.access import AccessPolicy
 from kgw.api.app import GatewayAPI
-from kgw.api.edge import BoundedBody, Edge
+from kgw.api.sessions import SessionRegistry
+from kgw.api.websocket import ChannelsFactory
 from kgw.config import Config
 from kgw.gateway import buildGateway, buildSite
-from kgw.sessions import SessionRegistry
-from kgw.websocket import ChannelsFactory
+from kgw.http.access import AccessPolicy
+from kgw.http.edge import BoundedBody, Edge
 from tests.fakes import FakeProcess, makeAPI, makeRegistry, writeKernelspecs
 from tests.test_api import Answer, APITestCase
 

@@ -14,13 +14,13 @@ from twisted.internet.task import Clock
 from twisted.logger import capturedLogs
 from twisted.python.failure import Failure
 
-from kgw.api.access import AccessPolicy
 from kgw.api.app import GatewayAPI
-from kgw.api.edge import Edge
-from kgw.api.routes import RouteTemplates
+from kgw.api.sessions import SessionRegistry
+from kgw.api.websocket import ChannelsFactory
+from kgw.http.access import AccessPolicy
+from kgw.http.edge import Edge
+from kgw.http.routes import RouteTemplates
 from kgw.metrics import GatewayMetrics
-from kgw.sessions import SessionRegistry
-from kgw.websocket import ChannelsFactory
 from tests.fakes import makeRegistry
 from tests.test_api import APITestCase
 from tests.test_strict_http import Connection
@@ -85,7 +85,7 @@ class HandshakeTestCase(APITestCase):
             # The websocket took the connection over: it goes with the test.
             self.addCleanup(websocket.connectionLost, Failure(ConnectionDone()))
         self.written = connection.transport.value()
-        access = [e for e in events if e["log_namespace"] == "kgw.api.observe"]
+        access = [e for e in events if e["log_namespace"] == "kgw.http.observe"]
         return self.written.split(b"\r\n", 1)[0], access
 
 

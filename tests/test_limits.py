@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from twisted.trial.unittest import SynchronousTestCase
 
+from kgw.api.ratelimit import IOPubRateLimiter
 from kgw.kernels.registry import Culling
-from kgw.ratelimit import IOPubRateLimiter
 
 STREAM = [b"{}", b"{}", b"{}", b'{"name": "stdout", "text": "' + b"x" * 100 + b'"}']
 

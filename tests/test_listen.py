@@ -20,7 +20,7 @@ from twisted.web.static import Data
 from zope.interface import implementer
 
 from kgw.config import Config, ConfigError
-from kgw.listen import (
+from kgw.http.listen import (
     Candidate,
     Listener,
     NotListening,

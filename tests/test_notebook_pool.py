@@ -9,7 +9,7 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from kgw.notebook_http.pool import KernelLender
+from kgw.notebook_http.lender import KernelLender
 
 _ids = count()
 

@@ -11,12 +11,12 @@ from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.logger import capturedLogs
 from twisted.trial.unittest import SynchronousTestCase
 
-from kgw.api.access import AccessPolicy, hostName, isLocalHost, isLoopback
 from kgw.api.app import GatewayAPI
-from kgw.api.edge import Edge
+from kgw.api.sessions import SessionRegistry
 from kgw.config import Config
-from kgw.listen import listeningAddress
-from kgw.sessions import SessionRegistry
+from kgw.http.access import AccessPolicy, hostName, isLocalHost, isLoopback
+from kgw.http.edge import Edge
+from kgw.http.listen import listeningAddress
 from tests.fakes import makeRegistry
 from tests.test_handshake import KEY, channelsFactory
 from tests.test_strict_http import Connection

@@ -12,9 +12,9 @@ from typing import Any
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
 from kgw.api.openapi import build_openapi
+from kgw.api.websocket import ChannelsProtocol
 from kgw.errors import InvalidRequest
 from kgw.kernels.environment import kernelEnvironment
-from kgw.websocket import ChannelsProtocol
 from tests.test_api import NOTEBOOK, APITestCase
 
 

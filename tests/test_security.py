@@ -16,13 +16,13 @@ from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from kgw.api.access import AccessPolicy
 from kgw.api.app import GatewayAPI
-from kgw.api.edge import Edge
 from kgw.api.openapi import ROUTES
+from kgw.api.sessions import SessionRegistry
+from kgw.api.websocket import ChannelsFactory
 from kgw.gateway import buildSite
-from kgw.sessions import SessionRegistry
-from kgw.websocket import ChannelsFactory
+from kgw.http.access import AccessPolicy
+from kgw.http.edge import Edge
 from tests.fakes import makeAPI, makeRegistry
 from tests.test_api import NOTEBOOK, UPGRADE, APITestCase
 

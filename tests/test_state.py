@@ -9,7 +9,7 @@ from dataclasses import asdict
 from twisted.logger import LogLevel, capturedLogs, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 
-from kgw.kernels.state import KernelRecord, RecordError, StateDirectory, parseRecord
+from kgw.kernels.store.directory import KernelRecord, RecordError, StateDirectory, parseRecord
 
 KERNEL_ID = "6f1c2a9e-0b7d-4c4e-9a51-2f0e8d6b3c10"
 INFO = {

@@ -17,8 +17,8 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.resource import Resource
 from twisted.web.server import Request
 
-from kgw.api.edge import Edge
 from kgw.gateway import buildSite
+from kgw.http.edge import Edge
 
 LIMIT = 1024
 

@@ -9,7 +9,7 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from kgw.kernels.pool import WarmPool
+from kgw.kernels.warmpool import WarmPool
 
 _ids = count()
 

@@ -9,8 +9,8 @@ from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from kgw import wire
-from kgw.websocket import SEND_LIMIT, ChannelsFactory, ChannelsProtocol
+from kgw.api import wire
+from kgw.api.websocket import SEND_LIMIT, ChannelsFactory, ChannelsProtocol
 
 # Valid JSON that no encoder would produce: spacing and key order show whether it was re-encoded.
 CONTENT = b'{ "b" : 2,   "a" : [1,2] }'

@@ -1,5 +1,5 @@
 """
-Tests for L{kgw.wire}.
+Tests for L{kgw.api.wire}.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
-from kgw.wire import (
+from kgw.api.wire import (
     CHANNELS,
     V1_PROTOCOL,
     WireError,

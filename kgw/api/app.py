@@ -11,13 +11,13 @@ from klein import Klein
 from twisted.web.iweb import IRequest
 
 from kgw import __version__
-from kgw.api.errors import handleFailure, writeError
-from kgw.api.files import fileUnder, serveFile
 from kgw.api.openapi import build_openapi, to_yaml
+from kgw.api.sessions import SessionRegistry
+from kgw.api.websocket import ChannelsFactory, ChannelsResource
 from kgw.errors import Forbidden, InvalidRequest
+from kgw.http.errors import handleFailure, writeError
+from kgw.http.files import fileUnder, serveFile
 from kgw.kernels.registry import KernelRegistry, specResources
-from kgw.sessions import SessionRegistry
-from kgw.websocket import ChannelsFactory, ChannelsResource
 
 JSON = b"application/json"
 
@@ -87,7 +87,7 @@ class GatewayAPI:
     """
     The jupyter-websocket API over a kernel registry and a session registry.
 
-    Routes are relative: L{kgw.api.edge} mounts the app under C{base_url}, which is also the
+    Routes are relative: L{kgw.http.edge} mounts the app under C{base_url}, which is also the
     prefix of the URLs the API hands out (C{Location}, kernelspec resources).
     """
 

@@ -43,13 +43,13 @@ from kgw.errors import (
     NoSuchKernel,
     NoSuchKernelSpec,
 )
-from kgw.kernels.adoption import recoverRecords
 from kgw.kernels.buffering import BufferLimits
 from kgw.kernels.channels import KernelChannels
-from kgw.kernels.pool import WarmPool, environmentCode
 from kgw.kernels.process import AdoptedProcess, KernelProcess
 from kgw.kernels.seed import Seed, SeedFailed
-from kgw.kernels.state import KernelRecord, StateDirectory, endProcess, isKernelProcess
+from kgw.kernels.store.adoption import recoverRecords
+from kgw.kernels.store.directory import KernelRecord, StateDirectory, endProcess, isKernelProcess
+from kgw.kernels.warmpool import WarmPool, environmentCode
 from kgw.metrics import GatewayMetrics
 
 log = Logger()

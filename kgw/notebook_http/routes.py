@@ -14,13 +14,13 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
 
-from kgw.api.errors import handleFailure, writeError
-from kgw.api.files import fileUnder, serveFile
-from kgw.api.routes import UNMATCHED, RouteTemplates
+from kgw.http.errors import handleFailure, writeError
+from kgw.http.files import fileUnder, serveFile
+from kgw.http.routes import UNMATCHED, RouteTemplates
 from kgw.kernels.execution import KernelRestarted
 from kgw.kernels.registry import Kernel
 from kgw.notebook_http.cells import Endpoint, NotebookAPI, match
-from kgw.notebook_http.pool import KernelLender
+from kgw.notebook_http.lender import KernelLender
 from kgw.notebook_http.request import assignment, buildRequest
 from kgw.notebook_http.responses import (
     Outputs,

@@ -15,7 +15,7 @@ from twisted.internet.task import deferLater
 from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import TestCase
 
-from kgw import wire
+from kgw.api import wire
 from tests.support import RunningGateway, isAlive, reply, stdout, withTimeout
 
 ISO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
@@ -63,10 +63,10 @@ class ExecuteTests(TestCase):
 
     async def test_largeOutputWhole(self):
         """
-        An output larger than L{kgw.websocket.LARGE_FRAME}, sent piece by piece in one frame,
+        An output larger than L{kgw.api.websocket.LARGE_FRAME}, sent piece by piece in one frame,
         arrives whole in both protocols, and the messages after it as usual.
         """
-        from kgw.websocket import LARGE_FRAME
+        from kgw.api.websocket import LARGE_FRAME
 
         size = LARGE_FRAME * 3 + 7
         code = f"display({{'text/plain': 'x' * {size} + 'end'}}, raw=True)"

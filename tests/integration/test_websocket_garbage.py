@@ -25,7 +25,7 @@ from twisted.internet.task import deferLater
 from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 
-from kgw import wire
+from kgw.api import wire
 from tests.support import Client, RunningGateway, withTimeout
 
 LIMIT = 64 * 1024

@@ -16,7 +16,7 @@ import string
 from twisted.logger import Logger
 from twisted.web.http import HTTPChannel, _ChunkedTransferDecoder, _GenericHTTPChannelProtocol
 
-from kgw.api.errors import errorBody, reasonPhrase
+from kgw.http.errors import errorBody, reasonPhrase
 
 log = Logger()
 

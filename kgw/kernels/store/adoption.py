@@ -21,7 +21,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from kgw.kernels.process import AdoptedProcess
-from kgw.kernels.state import (
+from kgw.kernels.store.directory import (
     InvalidRecord,
     KernelRecord,
     RecordError,

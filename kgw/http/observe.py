@@ -15,7 +15,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
 
-from kgw.api.access import redactToken
+from kgw.http.access import redactToken
 from kgw.metrics import GatewayMetrics
 
 log = Logger()

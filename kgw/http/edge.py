@@ -12,12 +12,12 @@ from twisted.web.http import OK
 from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource, Resource
 
-from kgw.api.access import AccessPolicy
-from kgw.api.errors import writeError
-from kgw.api.observe import SWITCHED, RequestObserver
-from kgw.api.routes import UNMATCHED
 from kgw.config import Config
-from kgw.listen import listeningAddress
+from kgw.http.access import AccessPolicy
+from kgw.http.errors import writeError
+from kgw.http.listen import listeningAddress
+from kgw.http.observe import SWITCHED, RequestObserver
+from kgw.http.routes import UNMATCHED
 from kgw.metrics import GatewayMetrics
 
 log = Logger()

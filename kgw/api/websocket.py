@@ -17,12 +17,12 @@ from prometheus_client import Counter
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
-from kgw import wire
-from kgw.api.errors import errorBody
+from kgw.api import wire
+from kgw.api.ratelimit import IOPubRateLimiter
+from kgw.http.errors import errorBody
 from kgw.kernels.channels import CLIENT_CHANNELS, ClientChannels
 from kgw.kernels.registry import Kernel
 from kgw.metrics import TO_CLIENT, TO_KERNEL, GatewayMetrics
-from kgw.ratelimit import IOPubRateLimiter
 
 log = Logger()
 

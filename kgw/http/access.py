@@ -1,6 +1,6 @@
 """Who may use the gateway: the token, the origins allowed, the CORS headers, and log redaction.
 
-The rules are KG's and jupyter_server's. L{kgw.api.edge.Edge} applies them to every request;
+The rules are KG's and jupyter_server's. L{kgw.http.edge.Edge} applies them to every request;
 L{accessLogFormatter} keeps the token out of the access log.
 """
 

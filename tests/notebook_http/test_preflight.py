@@ -12,9 +12,9 @@ from twisted.internet.task import Clock
 
 from kgw.config import Config
 from kgw.gateway import buildGateway
+from tests.api.test_api import APITestCase
 from tests.fakes import FakeProcess, writeKernelspecs
-from tests.test_access import CORS, CORS_HEADERS, TOKEN
-from tests.test_api import APITestCase
+from tests.http.test_access import CORS, CORS_HEADERS, TOKEN
 
 CELLS = (
     "# GET /hello/:name\nprint('hello')",

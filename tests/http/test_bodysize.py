@@ -29,8 +29,8 @@ from kgw.config import Config
 from kgw.gateway import buildGateway, buildSite
 from kgw.http.access import AccessPolicy
 from kgw.http.edge import BoundedBody, Edge
+from tests.api.test_api import Answer, APITestCase
 from tests.fakes import FakeProcess, makeAPI, makeRegistry, writeKernelspecs
-from tests.test_api import Answer, APITestCase
 
 LIMIT = 1024
 TOKEN = "s3cret"

@@ -23,8 +23,8 @@ from kgw.api.websocket import ChannelsFactory
 from kgw.gateway import buildSite
 from kgw.http.access import AccessPolicy
 from kgw.http.edge import Edge
+from tests.api.test_api import NOTEBOOK, UPGRADE, APITestCase
 from tests.fakes import makeAPI, makeRegistry
-from tests.test_api import NOTEBOOK, UPGRADE, APITestCase
 
 TOKEN = "9c1e4b7a2f6d"
 RIGHT = {"Authorization": [f"token {TOKEN}"]}

@@ -15,7 +15,7 @@ from kgw.api.openapi import build_openapi
 from kgw.api.websocket import ChannelsProtocol
 from kgw.errors import InvalidRequest
 from kgw.kernels.environment import kernelEnvironment
-from tests.test_api import NOTEBOOK, APITestCase
+from tests.api.test_api import NOTEBOOK, APITestCase
 
 
 class ServerErrorTests(APITestCase):

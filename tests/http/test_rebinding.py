@@ -18,8 +18,8 @@ from kgw.http.access import AccessPolicy, hostName, isLocalHost, isLoopback
 from kgw.http.edge import Edge
 from kgw.http.listen import listeningAddress
 from tests.fakes import makeRegistry
-from tests.test_handshake import KEY, channelsFactory
-from tests.test_strict_http import Connection
+from tests.http.test_handshake import KEY, channelsFactory
+from tests.http.test_strict_http import Connection
 
 TOKEN = "s3cret"
 LOOPBACK = IPv4Address("TCP", "127.0.0.1", 8888)

@@ -21,9 +21,9 @@ from kgw.http.access import AccessPolicy
 from kgw.http.edge import Edge
 from kgw.http.routes import RouteTemplates
 from kgw.metrics import GatewayMetrics
+from tests.api.test_api import APITestCase
 from tests.fakes import makeRegistry
-from tests.test_api import APITestCase
-from tests.test_strict_http import Connection
+from tests.http.test_strict_http import Connection
 
 KEY = "dGhlIHNhbXBsZSBub25jZQ=="
 

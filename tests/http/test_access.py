@@ -22,8 +22,8 @@ from kgw.gateway import buildSite
 from kgw.http import access
 from kgw.http.access import AccessPolicy, accessLogFormatter, redactToken
 from kgw.http.edge import Edge
+from tests.api.test_api import UPGRADE, Answer, APITestCase
 from tests.fakes import FakeProcess, makeAPI
-from tests.test_api import UPGRADE, Answer, APITestCase
 
 TOKEN = "s3cret"
 CORS = {

@@ -5,7 +5,7 @@ from __future__ import annotations
 from twisted.trial.unittest import SynchronousTestCase
 
 from kgw.api.ratelimit import IOPubRateLimiter
-from kgw.kernels.registry import Culling
+from kgw.kernels.culling import Culling
 
 STREAM = [b"{}", b"{}", b"{}", b'{"name": "stdout", "text": "' + b"x" * 100 + b'"}']
 

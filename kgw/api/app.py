@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import os
 from typing import Any
 
 from klein import Klein
@@ -17,7 +18,7 @@ from kgw.api.websocket import ChannelsFactory, ChannelsResource
 from kgw.errors import Forbidden, InvalidRequest
 from kgw.http.errors import handleFailure, writeError
 from kgw.http.files import fileUnder, serveFile
-from kgw.kernels.registry import KernelRegistry, specResources
+from kgw.kernels.registry import KernelRegistry
 
 JSON = b"application/json"
 
@@ -238,3 +239,19 @@ class GatewayAPI:
         await self.sessions.delete(session_id)
         request.setResponseCode(204)
         return b""
+
+
+def specResources(name: str, resourceDir: str, baseURL: str) -> dict[str, str]:
+    """URLs of a kernelspec's logos, C{kernel.js} and C{kernel.css}, as jupyter_server does."""
+    resources: dict[str, str] = {}
+    try:
+        files = sorted(os.listdir(resourceDir))
+    except OSError:
+        return resources
+    for fileName in files:
+        url = f"{baseURL}kernelspecs/{name}/{fileName}"
+        if fileName.startswith("logo-"):
+            resources[os.path.splitext(fileName)[0]] = url
+        elif fileName in ("kernel.js", "kernel.css"):
+            resources[fileName] = url
+    return resources

@@ -12,7 +12,8 @@ from typing import Any
 from twisted.internet.defer import Deferred, succeed
 
 from kgw.errors import InvalidRequest, NoSuchKernel, NoSuchSession
-from kgw.kernels.registry import Kernel, KernelRegistry
+from kgw.kernels.kernel import Kernel
+from kgw.kernels.registry import KernelRegistry
 
 
 class Session:

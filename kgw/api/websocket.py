@@ -20,8 +20,9 @@ from twisted.logger import Logger
 from kgw.api import wire
 from kgw.api.ratelimit import IOPubRateLimiter
 from kgw.http.errors import errorBody
-from kgw.kernels.channels import CLIENT_CHANNELS, ClientChannels
-from kgw.kernels.registry import Kernel
+from kgw.jupyter import CLIENT_CHANNELS
+from kgw.kernels.channels import ClientChannels
+from kgw.kernels.kernel import Kernel
 from kgw.metrics import TO_CLIENT, TO_KERNEL, GatewayMetrics
 
 log = Logger()

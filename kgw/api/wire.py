@@ -20,7 +20,6 @@ class WireError(ValueError):
     """A websocket frame that is not a valid Jupyter message."""
 
 
-CHANNELS = frozenset({"shell", "control", "stdin", "iopub"})
 V1_PROTOCOL = "v1.kernel.websocket.jupyter.org"
 
 _MESSAGE_PARTS = 4

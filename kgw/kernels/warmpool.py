@@ -12,15 +12,14 @@ import json
 import os
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import TYPE_CHECKING
+from typing import Generic, Protocol, TypeVar
 
 from twisted.internet.defer import Deferred, DeferredList, ensureDeferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-if TYPE_CHECKING:
-    from kgw.kernels.registry import Kernel
+from kgw.kernels.inflight import InFlight
 
 log = Logger()
 
@@ -42,7 +41,20 @@ def environmentCode(environment: Mapping[str, str]) -> str:
     return "\n".join(lines)
 
 
-class WarmPool:
+class WarmKernel(Protocol):
+    """What the pool needs of a kernel: its id and its kernelspec's name."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def name(self) -> str: ...
+
+
+Kernel = TypeVar("Kernel", bound=WarmKernel)
+
+
+class WarmPool(Generic[Kernel]):
     """
     C{size} unclaimed kernels of each kernelspec in C{names}, kept full.
 
@@ -72,7 +84,7 @@ class WarmPool:
         self._refills: dict[str, IDelayedCall] = {}
         self._ready: dict[str, deque[Kernel]] = {name: deque() for name in self.names}
         self._starting: dict[str, int] = {name: 0 for name in self.names}
-        self._inFlight: set[Deferred[None]] = set()
+        self._inFlight = InFlight()
         self.running = False
 
     def start(self) -> None:
@@ -86,15 +98,11 @@ class WarmPool:
             d = ensureDeferred(self._create(name)).addCallbacks(
                 self._warmed, self._failed, errbackArgs=(name,)
             )
-            finished: Deferred[None] = Deferred()
-            self._inFlight.add(finished)
 
-            def done(_: object, name: str = name, finished: Deferred[None] = finished) -> None:
+            def done(_: object, name: str = name) -> None:
                 self._starting[name] -= 1
-                self._inFlight.discard(finished)
-                finished.callback(None)
 
-            d.addBoth(done)
+            self._inFlight.track(d.addBoth(done))
 
     def _warmed(self, kernel: Kernel) -> None:
         if not self.running:
@@ -136,4 +144,4 @@ class WarmPool:
         discards = [self._discard(kernel) for ready in self._ready.values() for kernel in ready]
         for ready in self._ready.values():
             ready.clear()
-        return DeferredList([*discards, *self._inFlight])
+        return DeferredList([*discards, self._inFlight.whenDone()])

@@ -16,7 +16,8 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
 from kgw.errors import NoSuchKernel
-from kgw.kernels.registry import Kernel, KernelRegistry
+from kgw.kernels.kernel import Kernel
+from kgw.kernels.registry import KernelRegistry
 
 log = Logger()
 

@@ -14,7 +14,6 @@ from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
 from kgw.api.wire import (
-    CHANNELS,
     V1_PROTOCOL,
     WireError,
     check_header,
@@ -24,6 +23,7 @@ from kgw.api.wire import (
     encode_legacy,
     encode_v1,
 )
+from kgw.jupyter import CHANNELS
 
 fast = settings(max_examples=200, deadline=None)
 

@@ -313,7 +313,7 @@ class LifecycleTests(TestCase):
         """A kernel that cannot be restarted is announced dead, closed with 1011 and forgotten."""
         client = await self.gateway.connect(self.model["id"])
         await client.execute("pass")
-        self.gateway.kernels.startTimeout = 1.0
+        self.gateway.kernels.policy.startTimeout = 1.0
 
         def failingRestart(now):
             raise RuntimeError("no kernel for you")

@@ -11,8 +11,8 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from kgw.bridge import fromCoroutine
 from kgw.errors import InvalidRequest
+from kgw.jupyter import isoformat
 from kgw.kernels.environment import kernelEnvironment
-from kgw.kernels.registry import isoformat
 from kgw.kernels.sockets import DELIMITER, MessageError, Signer, address
 
 

@@ -13,7 +13,7 @@ from twisted.logger import capturedLogs, formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
 from kgw.errors import KernelLimitReached, KernelStartFailed
-from kgw.kernels.registry import Kernel
+from kgw.kernels.kernel import Kernel
 from kgw.kernels.seed import Seed, SeedFailed
 from tests.fakes import FakeProcess, OfflineRegistry, makeAPI, makeRegistry
 
@@ -182,7 +182,7 @@ class PrespawnTests(SynchronousTestCase):
         """Prespawned kernels are of the seed's kernelspec, or the forced one, as in KG."""
         seed = Seed("/s.ipynb", (), "other", None)
         kernels = makeRegistry(self, prespawnCount=1, seed=seed)
-        kernels._execute = Executions()  # type: ignore[method-assign]
+        kernels.launcher.execute = Executions()  # type: ignore[method-assign]
         runService(self, kernels)
         self.assertEqual([k.name for k in kernels.kernels()], ["other"])
         forced = makeRegistry(self, prespawnCount=1, forceKernelName="other")
@@ -230,7 +230,7 @@ class SeedingTests(SynchronousTestCase):
         self.stub, self.kernels = makeAPI(self, processFactory=self.processes)
         self.kernels.seed = self.seed
         self.executions = Executions()
-        self.kernels._execute = self.executions  # type: ignore[method-assign]
+        self.kernels.launcher.execute = self.executions  # type: ignore[method-assign]
 
     def test_cellsRunBeforeHandout(self) -> None:
         """Every code cell runs, in order, before the kernel is listed or handed out."""
@@ -280,7 +280,7 @@ class SeedingTests(SynchronousTestCase):
         self.executions.later = True
         started = self.kernels.startKernel()
         self.assertNoResult(started)
-        self.kernels.clock.advance(self.kernels.watchInterval)
+        self.kernels.clock.advance(self.kernels.policy.watchInterval)
         failure = self.failureResultOf(started, KernelStartFailed)
         self.assertIn("died", str(failure.value))
         self.assertTrue(self.executions.waiting[0].called)
@@ -311,7 +311,7 @@ class SeedingTests(SynchronousTestCase):
 
     def test_prespawnedSeeded(self) -> None:
         """Prespawned kernels are seeded before they are listed."""
-        self.kernels.prespawnCount = 2
+        self.kernels.policy.prespawnCount = 2
         runService(self, self.kernels)
         self.assertEqual(len(self.kernels), 2)
         self.assertEqual(

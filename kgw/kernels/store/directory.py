@@ -102,6 +102,10 @@ class StateDirectory:
         except FileNotFoundError:
             pass
 
+    def claim(self, kernelId: str) -> bool:
+        """A state directory serves one gateway at a time: its kernels are that gateway's."""
+        return True
+
     def read(self) -> tuple[list[KernelRecord], list[InvalidRecord]]:
         """
         Every usable record, and every other record file: each of those is logged with its name

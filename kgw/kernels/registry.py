@@ -35,6 +35,7 @@ from kgw.errors import (
     NoSuchKernel,
     NoSuchKernelSpec,
 )
+from kgw.kernels.adoption import adoptRecorded
 from kgw.kernels.culling import Culler
 from kgw.kernels.inflight import InFlight, uncancellable, whenDone
 from kgw.kernels.kernel import Kernel
@@ -44,7 +45,6 @@ from kgw.kernels.process import KernelProcess
 from kgw.kernels.restarter import Restarter
 from kgw.kernels.seed import Seed
 from kgw.kernels.store import KernelStore
-from kgw.kernels.store.adoption import adoptRecorded
 from kgw.kernels.warmpool import WarmPool, environmentCode
 from kgw.metrics import GatewayMetrics
 

@@ -12,7 +12,7 @@ from twisted.internet import reactor
 from twisted.internet.task import deferLater
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from kgw.kernels.store.adoption import kernelProcesses
+from kgw.kernels.adoption import kernelProcesses
 from tests.integration.test_daemon import spawnTwistd
 from tests.support import GatewayClient, childProcesses, isAlive, stdout, withTimeout
 

@@ -1,7 +1,7 @@
 """The kernel store: what a later gateway, or another one, must know of this gateway's kernels.
 
 One interface, L{KernelStore}: records (how to reach and adopt each kernel), their owner (which
-gateway may serve a kernel), and adoption (L{kgw.kernels.store.adoption}), which reads them back.
+gateway may serve a kernel), and adoption (L{kgw.kernels.adoption}), which reads them back.
 The state directory of one host is its backend today (L{kgw.kernels.store.directory}); a store
 shared by several gateways (etcd, owner keys bound to a lease) is another behind the same
 interface.

@@ -7,7 +7,7 @@ gateway killed at any moment leaves each record whole or absent.
 
 Records are read back field by field: one that is not JSON, lacks a field or has a field of the
 wrong type is never used, nor deleted: it is moved to C{invalid/} beside the records, where it can
-be looked at, and its kernel is recovered by L{kgw.kernels.store.adoption}.
+be looked at, and its kernel is recovered by L{kgw.kernels.adoption}.
 """
 
 from __future__ import annotations

@@ -158,17 +158,16 @@ def option(
     help: str,
     parse: Callable[[str], Any] = _text,
     owner: str = "KernelGatewayApp",
-    env: str | None = None,
     kgwOnly: bool = False,
 ) -> Any:
     """
-    Declare one option; C{env} defaults to C{KG_} and the upper-cased field name.
+    Declare one option; its environment variable is C{KG_} and the upper-cased field name.
 
     @param kgwOnly: the option is kgw's own; KG has no such setting.
     """
     return field(
         default=default,
-        metadata={"help": help, "parse": parse, "owner": owner, "env": env, "kgw": kgwOnly},
+        metadata={"help": help, "parse": parse, "owner": owner, "kgw": kgwOnly},
     )
 
 
@@ -530,7 +529,7 @@ def flag(f: dataclasses.Field[Any]) -> str:
 
 def envVar(f: dataclasses.Field[Any]) -> str:
     """The environment variable of an option."""
-    return f.metadata["env"] or "KG_" + f.name.upper()
+    return "KG_" + f.name.upper()
 
 
 def qualifiedNames(f: dataclasses.Field[Any]) -> list[str]:

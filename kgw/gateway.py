@@ -100,8 +100,12 @@ def buildGateway(
         **registryArguments,
     )
     metrics.watchKernels(kernels)
-    buildMode = buildNotebookHTTP if notebookHTTP else buildWebsocketAPI
-    resource, services = buildMode(startup, clock, kernels, metrics)
+    if startup.notebook is not None and startup.seed is not None:
+        resource, services = buildNotebookHTTP(
+            config, startup.notebook, startup.seed.path, clock, kernels, metrics
+        )
+    else:
+        resource, services = buildWebsocketAPI(config, clock, kernels, metrics)
     gateway = Gateway(kernels, resource)
     for service in services:
         service.setServiceParent(gateway)

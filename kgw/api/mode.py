@@ -9,18 +9,17 @@ from twisted.web.resource import IResource
 from kgw.api.app import GatewayAPI
 from kgw.api.sessions import SessionRegistry
 from kgw.api.websocket import ChannelsFactory
+from kgw.config import Config
 from kgw.http.edge import Edge
 from kgw.http.routes import RouteTemplates
 from kgw.kernels.registry import KernelRegistry
 from kgw.metrics import GatewayMetrics
-from kgw.startup import Startup
 
 
 def buildMode(
-    startup: Startup, clock: IReactorTime, kernels: KernelRegistry, metrics: GatewayMetrics
+    config: Config, clock: IReactorTime, kernels: KernelRegistry, metrics: GatewayMetrics
 ) -> tuple[IResource, list[IService]]:
     """The edge serving jupyter_server's kernel API over C{kernels}; no services of its own."""
-    config = startup.config
     api = GatewayAPI(
         kernels,
         SessionRegistry(kernels),

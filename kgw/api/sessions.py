@@ -12,7 +12,6 @@ from typing import Any
 from twisted.internet.defer import Deferred, succeed
 
 from kgw.errors import InvalidRequest, NoSuchKernel, NoSuchSession
-from kgw.kernels.kernel import Kernel
 from kgw.kernels.registry import KernelRegistry
 
 
@@ -126,9 +125,6 @@ class SessionRegistry:
             return self.kernels.shutdownKernel(session.kernelId)
         except NoSuchKernel:
             return succeed(None)
-
-    def forKernel(self, kernel: Kernel) -> list[Session]:
-        return [s for s in self._live() if s.kernelId == kernel.id]
 
 
 def _fields(body: Any, required: bool) -> dict[str, Any]:

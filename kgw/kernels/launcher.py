@@ -21,14 +21,14 @@ from txzmq import ZmqFactory
 
 from kgw.errors import KernelStartFailed
 from kgw.kernels.channels import KernelChannels
-from kgw.kernels.kernel import Kernel, Process
+from kgw.kernels.kernel import Kernel, LaunchableProcess
 from kgw.kernels.policy import KernelPolicy
 from kgw.kernels.seed import Seed, SeedFailed
 from kgw.kernels.store import KernelStore, recordOf
 
 log = Logger()
 
-ProcessFactory = Callable[[str, KernelSpecManager, str], Process]
+ProcessFactory = Callable[[str, KernelSpecManager, str], LaunchableProcess]
 """Makes a new kernel's process: from its kernelspec name, kernelspecs, connection file."""
 
 

@@ -9,7 +9,7 @@ and the kernel store (L{kgw.kernels.store}) lets a later gateway adopt them.
 from __future__ import annotations
 
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from jupyter_client.kernelspec import NATIVE_KERNEL_NAME, KernelSpecManager
@@ -66,7 +66,7 @@ class KernelRegistry(Service):
     @param metrics: where each start and how long it took is recorded.
     """
 
-    name = "kernels"
+    name = "kernels"  # type: ignore[assignment]
     launcherType = Launcher
 
     def __init__(
@@ -269,7 +269,7 @@ class KernelRegistry(Service):
         spec, _ = self.specModel(name)
         return seed if seed.appliesTo(name, spec.get("language")) else None
 
-    def _createWarm(self, name: str) -> Awaitable[Kernel]:
+    def _createWarm(self, name: str) -> Coroutine[Any, Any, Kernel]:
         """A kernel for the warm pool: started as for a request without C{env}, and seeded."""
         return self.launcher.create(name, self._environment(None), self._seedFor(name))
 

@@ -59,7 +59,9 @@ class Restarter:
             kernel.release()
             return result
 
-        return self._restartLocked(kernel, now=False).addBoth(released).addCallback(_restarted)
+        restarting: Deferred[Kernel] = self._restartLocked(kernel, now=False)
+        restarting.addBoth(released)
+        return restarting.addCallback(_restarted)
 
     def _restartLocked(self, kernel: Kernel, now: bool) -> Deferred[Kernel]:
         return kernel.lifecycle.run(lambda: ensureDeferred(self._restart(kernel, now)))

@@ -11,8 +11,8 @@ from __future__ import annotations
 import json
 import os
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Generic, Protocol, TypeVar
+from collections.abc import Callable, Coroutine, Mapping, Sequence
+from typing import Any, Generic, Protocol, TypeVar
 
 from twisted.internet.defer import Deferred, DeferredList, ensureDeferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
@@ -68,7 +68,7 @@ class WarmPool(Generic[Kernel]):
         self,
         size: int,
         names: Sequence[str],
-        create: Callable[[str], Awaitable[Kernel]],
+        create: Callable[[str], Coroutine[Any, Any, Kernel]],
         discard: Callable[[Kernel], Deferred[None]],
         clock: IReactorTime,
         retryDelay: float = 5.0,
@@ -135,7 +135,7 @@ class WarmPool(Generic[Kernel]):
     def __len__(self) -> int:
         return sum(len(ready) for ready in self._ready.values())
 
-    def stop(self) -> Deferred[object]:
+    def stop(self) -> Deferred[Any]:
         """Shut every warm kernel down, and the ones still starting once they have started."""
         self.running = False
         for refill in self._refills.values():

@@ -29,7 +29,7 @@ class KernelLender(Service):
     @param retryDelay: seconds between attempts to start a kernel that failed to start.
     """
 
-    name = "notebook-http kernels"
+    name = "notebook-http kernels"  # type: ignore[assignment]
 
     def __init__(
         self, kernels: KernelRegistry, count: int, clock: IReactorTime, retryDelay: float = 5.0

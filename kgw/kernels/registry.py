@@ -353,8 +353,14 @@ class KernelRegistry(Service):
         log.info("Kernel {kernelId} started", kernelId=kernel.id)
 
     def interrupt(self, kernelId: str) -> Deferred[None]:
-        """Interrupt a kernel, by signal or message as its kernelspec says."""
+        """
+        Interrupt a kernel, by signal or message as its kernelspec says. A kernel still starting
+        runs nothing yet, and a SIGINT while it imports would kill it: it is left alone.
+        """
         kernel = self.get(kernelId)
+        if kernel.busyWith == "starting":
+            log.info("Kernel {kernelId} is starting: nothing to interrupt", kernelId=kernelId)
+            return succeed(None)
         log.info("Interrupting kernel {kernelId}", kernelId=kernelId)
         return kernel.process.interrupt()
 

@@ -9,6 +9,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
+from kgw.errors import NoSuchKernel
 from kgw.kernels.kernel import Kernel
 from kgw.kernels.launcher import Launcher
 from kgw.kernels.policy import KernelPolicy
@@ -67,6 +68,9 @@ class Restarter:
         return kernel.lifecycle.run(lambda: ensureDeferred(self._restart(kernel, now)))
 
     async def _restart(self, kernel: Kernel, now: bool) -> Kernel:
+        if not self._isRegistered(kernel.id):
+            # Shut down (a start that failed, say) while this restart waited for its turn.
+            raise NoSuchKernel(kernel.id)
         kernel.busyWith = "restarting"
         try:
             await kernel.process.restart(now=now)

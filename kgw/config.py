@@ -326,6 +326,21 @@ class Config:
         _seconds,
         kgwOnly=True,
     )
+    client_buffer_max_bytes: int = option(
+        8 * 1024 * 1024,
+        "Most bytes of messages kept waiting for one websocket client that reads slower than its "
+        "kernel writes; past it iopub output is dropped (the client is told how much) and "
+        "replies are kept.",
+        _integer(1),
+        kgwOnly=True,
+    )
+    client_buffer_max_messages: int = option(
+        10_000,
+        "Most messages kept waiting for one websocket client that reads slower than its kernel "
+        "writes; past it iopub output is dropped (the client is told how much).",
+        _integer(1),
+        kgwOnly=True,
+    )
     iopub_msg_rate_limit: float = option(
         0.0,
         "Most output messages per second sent to one client; past it output is dropped and the "

@@ -15,6 +15,7 @@ from twisted.web.server import Site
 from kgw.api.app import GatewayAPI
 from kgw.api.edge import Edge
 from kgw.api.routes import RouteTemplates
+from kgw.backlog import BacklogLimits
 from kgw.config import Config, ConfigError
 from kgw.kernels.buffering import BufferLimits
 from kgw.kernels.environment import kernelEnvironment
@@ -92,6 +93,7 @@ def buildGateway(config: Config, clock: IReactorTime, **registryArguments: Any) 
             (config.iopub_msg_rate_limit, config.iopub_data_rate_limit, config.rate_limit_window),
             clock,
             metrics,
+            BacklogLimits(config.client_buffer_max_bytes, config.client_buffer_max_messages),
         ),
         baseURL=config.base_url,
         listKernels=config.list_kernels,

@@ -13,10 +13,12 @@ from typing import Any
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.types import ConnectionRequest
 from prometheus_client import Counter
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IPushProducer, IReactorTime
 from twisted.logger import Logger
+from zope.interface import implementer
 
 from kgw import wire
+from kgw.backlog import OVERFLOW, Backlog, BacklogLimits, droppable
 from kgw.kernels.channels import CLIENT_CHANNELS, ClientChannels
 from kgw.kernels.registry import Kernel
 from kgw.metrics import TO_CLIENT, TO_KERNEL, GatewayMetrics
@@ -45,9 +47,14 @@ class _Uncounted:
 _UNCOUNTED: Any = _Uncounted()
 
 
+@implementer(IPushProducer)
 class ChannelsProtocol(WebSocketServerProtocol):
     """
     Relays messages between one websocket and one kernel.
+
+    It is the producer of its transport, which pauses it when its buffer is full: the client
+    is not reading as fast as the kernel writes. Messages then wait in its L{Backlog}, which
+    bounds what a slow client can cost, until the transport resumes it.
 
     @ivar toClient: the counter of messages relayed to the client, by channel.
     @ivar toKernel: the counter of messages relayed to the kernel, by channel.
@@ -63,12 +70,21 @@ class ChannelsProtocol(WebSocketServerProtocol):
         self.v1 = False
         self.channels: ClientChannels | None = None
         self.limiter: IOPubRateLimiter | None = None
+        self.backlog = Backlog(BacklogLimits())
+        self.paused = False
 
     def connectionMade(self) -> None:
         # Twisted sends at most SEND_LIMIT bytes per write and reactor turn; with bigger writes
         # a large output leaves sooner (measured: about 10% more MB/s for 8 MB).
         if isinstance(getattr(self.transport, "SEND_LIMIT", None), int):
             self.transport.SEND_LIMIT = SEND_LIMIT
+        # The HTTP channel that served the handshake is the transport's producer; this
+        # protocol takes its place, to hear when the client cannot keep up.
+        try:
+            self.transport.unregisterProducer()
+        except RuntimeError:
+            pass  # a transport that had none, and says so
+        self.transport.registerProducer(self, True)
         super().connectionMade()
 
     def onConnect(self, request: ConnectionRequest) -> str | None:
@@ -131,8 +147,47 @@ class ChannelsProtocol(WebSocketServerProtocol):
                 self._tell(notice, parts[1])
             if not send:
                 return
-        self.toClient[channel].inc()
-        self._send(channel, header, parts)
+        self._deliver(channel, header, parts, droppable(channel, str(header.get("msg_type", ""))))
+
+    def _deliver(
+        self, channel: str, header: dict[str, Any], parts: Sequence[bytes], mayDrop: bool
+    ) -> None:
+        """Send a message now, or keep it in the backlog while the client is behind."""
+        if not self.paused and not self.backlog:
+            self.toClient[channel].inc()
+            self._send(channel, header, parts)
+            return
+        if self.backlog.add(channel, header, parts, mayDrop) == OVERFLOW:
+            log.warn(
+                "Disconnected a client of kernel {kernelId} that did not read its replies: "
+                "{size} bytes in {count} messages were waiting for it",
+                kernelId=self.kernel.id,
+                size=self.backlog.size,
+                count=len(self.backlog),
+            )
+            self.backlog.clear()
+            self.dropConnection(abort=True)
+
+    def pauseProducing(self) -> None:
+        """The transport's buffer is full: keep messages back."""
+        self.paused = True
+
+    def resumeProducing(self) -> None:
+        """The transport has sent its buffer: send what waits, until it is full again."""
+        self.paused = False
+        while self.backlog and not self.paused and self.state == self.STATE_OPEN:
+            channel, header, parts = self.backlog.pop()
+            self.toClient[channel].inc()
+            self._send(channel, header, parts)
+        if not self.backlog:
+            notice = self.backlog.caughtUp()
+            if notice is not None:
+                self._tell(notice, self.backlog.droppedParent)
+
+    def stopProducing(self) -> None:
+        """The connection is gone: what waits for it goes too."""
+        self.paused = True
+        self.backlog.clear()
 
     def _tell(self, text: str, parent: bytes) -> None:
         """Send the client a stderr stream message of the gateway's own, under C{parent}."""
@@ -142,7 +197,8 @@ class ChannelsProtocol(WebSocketServerProtocol):
             "stream", {"name": "stderr", "text": text}
         )
         parts[1] = parent
-        self._send("iopub", header, parts)
+        # Never dropped: it says what was.
+        self._deliver("iopub", header, parts, mayDrop=False)
 
     def _send(self, channel: str, header: dict[str, Any], parts: Sequence[bytes]) -> None:
         if self.v1:
@@ -189,6 +245,7 @@ class ChannelsFactory(WebSocketServerFactory):
     @param rateLimits: jupyter_server's iopub limits for each client: messages per second,
         bytes per second (0: none) and the window they are measured over, in seconds.
     @param metrics: where relayed messages are counted, by channel and direction.
+    @param backlogLimits: the most that may wait for each client that cannot keep up.
 
     Autobahn's defaults suit a demo, not a gateway: no status page (it offers an open
     redirect), origin checks done by the gateway's own edge, and a bound on message size.
@@ -202,9 +259,11 @@ class ChannelsFactory(WebSocketServerFactory):
         rateLimits: tuple[float, float, float] = (0.0, 0.0, 3.0),
         clock: IReactorTime | None = None,
         metrics: GatewayMetrics | None = None,
+        backlogLimits: BacklogLimits | None = None,
     ) -> None:
         super().__init__()
         self.rateLimits = rateLimits
+        self.backlogLimits = backlogLimits if backlogLimits is not None else BacklogLimits()
         metrics = metrics if metrics is not None else GatewayMetrics()
         # Bound once: relaying a message only looks its counter up and increments it.
         self.toClient = metrics.relayCounters(TO_CLIENT)
@@ -242,6 +301,7 @@ class _KernelBound:
         protocol.sessionId = self._sessionId
         protocol.toClient = self._factory.toClient
         protocol.toKernel = self._factory.toKernel
+        protocol.backlog = Backlog(self._factory.backlogLimits)
         limiter = IOPubRateLimiter(*self._factory.rateLimits)
         if limiter.active:
             protocol.limiter = limiter

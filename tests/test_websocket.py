@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import json
 
+from jupyter_client.session import Session
 from twisted.internet.error import ConnectionDone
 from twisted.internet.testing import StringTransport
+from twisted.logger import LogLevel, capturedLogs
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from kgw import wire
+from kgw.backlog import BacklogLimits
+from kgw.kernels.sockets import Signer
 from kgw.websocket import SEND_LIMIT, ChannelsFactory, ChannelsProtocol
 
 # Valid JSON that no encoder would produce: spacing and key order show whether it was re-encoded.
@@ -80,3 +84,115 @@ class TransportTests(SynchronousTestCase):
         transport = StringTransport()
         self.connect(transport)
         self.assertFalse(hasattr(transport, "SEND_LIMIT"))
+
+
+class _Kernel:
+    """What a channels protocol needs of its kernel to send notices of its own: a real signer."""
+
+    id = "k"
+
+    def __init__(self) -> None:
+        self.channels = type("Channels", (), {"signer": Signer(Session(key=b"secret"))})()
+
+
+def stream(size: int, parent: str = "cell") -> tuple[dict, list[bytes]]:
+    header = {"msg_id": "m", "msg_type": "stream"}
+    parts = [json.dumps(header).encode(), json.dumps({"msg_id": parent}).encode(), b"{}"]
+    return header, [*parts, json.dumps({"name": "stdout", "text": "x" * size}).encode()]
+
+
+class SlowClientTests(SynchronousTestCase):
+    """A client whose transport is full: messages wait in a bounded backlog."""
+
+    def setUp(self) -> None:
+        factory = ChannelsFactory(1 << 20, backlogLimits=BacklogLimits(maxBytes=2500))
+        self.protocol = factory.forKernel(_Kernel(), "").buildProtocol(None)
+        self.transport = StringTransport()
+        self.httpChannel = object()
+        self.transport.registerProducer(self.httpChannel, True)
+        self.protocol.makeConnection(self.transport)
+        self.addCleanup(self.protocol.connectionLost, Failure(ConnectionDone()))
+        self.protocol.state = ChannelsProtocol.STATE_OPEN
+        self.sent: list[dict] = []
+        self.protocol.sendMessage = lambda payload, isBinary=False: self.sent.append(
+            json.loads(payload)
+        )
+
+    def relay(self, channel: str, header: dict, parts: list[bytes]) -> None:
+        self.protocol.relay(channel, header, parts)
+
+    def kinds(self) -> list[str]:
+        return [m["header"]["msg_type"] for m in self.sent]
+
+    def test_producerOfItsTransport(self):
+        """The protocol takes the HTTP channel's place as its transport's streaming producer."""
+        self.assertIs(self.transport.producer, self.protocol)
+        self.assertTrue(self.transport.streaming)
+
+    def test_heldWhilePausedSentInOrderOnResume(self):
+        """While the transport is full nothing is written; on resumption all goes, in order."""
+        self.protocol.pauseProducing()
+        for size in (10, 20, 30):
+            self.relay("iopub", *stream(size))
+        self.assertEqual(self.sent, [])
+        self.protocol.resumeProducing()
+        self.assertEqual([len(m["content"]["text"]) for m in self.sent], [10, 20, 30])
+
+    def test_outputDroppedPastBoundRepliesKept(self):
+        """
+        Past the bound, output is dropped and replies and statuses kept; once caught up, the
+        client is told how much was dropped, under the parent of the last message dropped.
+        """
+        self.protocol.pauseProducing()
+        self.relay("iopub", *stream(1000))
+        self.relay("iopub", *stream(1000))
+        self.relay("iopub", *stream(1000, parent="a"))
+        self.relay(
+            "shell",
+            {"msg_type": "execute_reply"},
+            [b'{"msg_type": "execute_reply"}', b"{}", b"{}", b"{}"],
+        )
+        self.relay("iopub", *stream(1000, parent="b"))
+        self.relay(
+            "iopub", {"msg_type": "status"}, [b'{"msg_type": "status"}', b"{}", b"{}", b"{}"]
+        )
+        self.protocol.resumeProducing()
+        self.assertEqual(self.kinds(), ["stream", "stream", "execute_reply", "status", "stream"])
+        notice = self.sent[-1]
+        self.assertEqual(notice["content"]["name"], "stderr")
+        self.assertIn("2 output messages", notice["content"]["text"])
+        self.assertEqual(notice["parent_header"], {"msg_id": "b"})
+        self.assertEqual(notice["channel"], "iopub")
+
+    def test_resumedButFullAgainKeepsTheRest(self):
+        """A transport that fills again while the backlog drains pauses it again."""
+        self.protocol.pauseProducing()
+        for size in (10, 20, 30):
+            self.relay("iopub", *stream(size))
+        self.protocol.sendMessage = lambda payload, isBinary=False: (
+            self.sent.append(json.loads(payload)),
+            self.protocol.pauseProducing(),
+        )
+        self.protocol.resumeProducing()
+        self.assertEqual(len(self.sent), 1)
+        self.protocol.resumeProducing()
+        self.assertEqual(len(self.sent), 2)
+
+    def test_unreadRepliesDisconnect(self):
+        """A client that lets replies pile up past twice the bound is disconnected, logged."""
+        self.protocol.pauseProducing()
+        reply = [b'{"msg_type": "execute_reply"}', b"{}", b"{}", b"x" * 1000]
+        with capturedLogs() as events:
+            for _ in range(5):
+                self.relay("shell", {"msg_type": "execute_reply"}, reply)
+        self.assertTrue(self.transport.disconnected)
+        self.assertEqual(len(self.protocol.backlog), 0)
+        [warning] = [e for e in events if "did not read its replies" in e["log_format"]]
+        self.assertEqual(warning["log_level"], LogLevel.warn)
+
+    def test_goneConnectionFreesBacklog(self):
+        """When the connection goes, what waited for it is let go."""
+        self.protocol.pauseProducing()
+        self.relay("iopub", *stream(1000))
+        self.protocol.stopProducing()
+        self.assertEqual((len(self.protocol.backlog), self.protocol.backlog.size), (0, 0))

@@ -6,9 +6,10 @@ The client's transport says when its buffer is full (it pauses its producer, the
 from then on the kernel's messages wait here, in order, within a bound of bytes and messages.
 Past the bound, iopub output (every iopub message but those the rate limiter never limits:
 C{status}, C{comm_open}, C{execute_input}) is dropped until the client has caught up with all
-that waits for it; then it is told, once, how much it lost. Replies on shell, control and stdin
-are never dropped; a client that lets even those pile up past twice the bound is hopeless, and
-is disconnected (L{Backlog.add} says so).
+that waits for it; then it is told how much it lost (L{Backlog.notice}; the websocket tells
+at most every L{NOTICE_INTERVAL} seconds, adding up what was dropped meanwhile). Replies on
+shell, control and stdin are never dropped; a client that lets even those pile up past twice
+the bound is hopeless, and is disconnected (L{Backlog.add} says so).
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from kgw.ratelimit import UNLIMITED_TYPES
 QUEUED = "queued"
 DROPPED = "dropped"
 OVERFLOW = "overflow"
+# Seconds between two notices of dropped output to one client.
+NOTICE_INTERVAL = 10.0
 
 
 @dataclass(frozen=True)
@@ -40,10 +43,12 @@ def droppable(channel: str, msgType: str) -> bool:
 
 class Backlog:
     """
-    The messages waiting for one client, oldest first, and what was dropped since dropping
-    began.
+    The messages waiting for one client, oldest first, and what was dropped that the client
+    was not told of yet.
 
-    @ivar droppedMessages: messages dropped since dropping began (0: not dropping).
+    @ivar dropping: whether output is dropped, from the first message that did not fit until
+        the client has caught up.
+    @ivar droppedMessages: messages dropped that the client was not told of.
     @ivar droppedBytes: their bytes.
     @ivar droppedParent: the parent header (raw) of the last one dropped, under which the
         client is told: a notebook shows the notice in the cell whose output was lost.
@@ -53,16 +58,13 @@ class Backlog:
         self.limits = limits
         self.messages: deque[tuple[str, dict[str, Any], Sequence[bytes], int]] = deque()
         self.size = 0
+        self.dropping = False
         self.droppedMessages = 0
         self.droppedBytes = 0
         self.droppedParent = b"{}"
 
     def __len__(self) -> int:
         return len(self.messages)
-
-    @property
-    def dropping(self) -> bool:
-        return self.droppedMessages > 0
 
     def add(
         self, channel: str, header: dict[str, Any], parts: Sequence[bytes], mayDrop: bool
@@ -81,6 +83,7 @@ class Backlog:
                 self.size + size > limits.maxBytes or len(self.messages) >= limits.maxMessages
             )
             if self.dropping or full:
+                self.dropping = True
                 self.droppedMessages += 1
                 self.droppedBytes += size
                 self.droppedParent = parts[1]
@@ -97,12 +100,13 @@ class Backlog:
         self.size -= size
         return channel, header, parts
 
-    def caughtUp(self) -> str | None:
-        """
-        The client has been sent all that waited: dropping ends. A notice for the client if
-        anything was dropped, saying how much.
-        """
-        if not self.dropping:
+    def caughtUp(self) -> None:
+        """The client has been sent all that waited: dropping ends."""
+        self.dropping = False
+
+    def notice(self) -> str | None:
+        """A notice for the client of what was dropped since the last one; C{None} if nothing."""
+        if not self.droppedMessages:
             return None
         notice = (
             f"[kgw] {self.droppedMessages} output messages ({_megabytes(self.droppedBytes)}) "

@@ -13,12 +13,12 @@ from typing import Any
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.types import ConnectionRequest
 from prometheus_client import Counter
-from twisted.internet.interfaces import IPushProducer, IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
 from twisted.logger import Logger
 from zope.interface import implementer
 
 from kgw import wire
-from kgw.backlog import OVERFLOW, Backlog, BacklogLimits, droppable
+from kgw.backlog import NOTICE_INTERVAL, OVERFLOW, Backlog, BacklogLimits, droppable
 from kgw.kernels.channels import CLIENT_CHANNELS, ClientChannels
 from kgw.kernels.registry import Kernel
 from kgw.metrics import TO_CLIENT, TO_KERNEL, GatewayMetrics
@@ -72,6 +72,8 @@ class ChannelsProtocol(WebSocketServerProtocol):
         self.limiter: IOPubRateLimiter | None = None
         self.backlog = Backlog(BacklogLimits())
         self.paused = False
+        self._lastNotice = float("-inf")
+        self._nextNotice: IDelayedCall | None = None
 
     def connectionMade(self) -> None:
         # Twisted sends at most SEND_LIMIT bytes per write and reactor turn; with bigger writes
@@ -180,14 +182,39 @@ class ChannelsProtocol(WebSocketServerProtocol):
             self.toClient[channel].inc()
             self._send(channel, header, parts)
         if not self.backlog:
-            notice = self.backlog.caughtUp()
-            if notice is not None:
-                self._tell(notice, self.backlog.droppedParent)
+            self.backlog.caughtUp()
+            self._tellDropped()
+
+    def _tellDropped(self) -> None:
+        """
+        Tell the client what was dropped, once it has caught up, and at most every
+        L{NOTICE_INTERVAL} seconds: a client that keeps falling behind is told the sum.
+        """
+        if self.backlog.dropping or self.backlog.droppedMessages == 0:
+            return  # told when it catches up, or nothing to tell
+        now = self.factory.clock.seconds()
+        wait = self._lastNotice + NOTICE_INTERVAL - now
+        if wait > 0:
+            if self._nextNotice is None:
+                self._nextNotice = self.factory.clock.callLater(wait, self._noticeDue)
+            return
+        self._lastNotice = now
+        parent = self.backlog.droppedParent
+        notice = self.backlog.notice()
+        if notice is not None:
+            self._tell(notice, parent)
+
+    def _noticeDue(self) -> None:
+        self._nextNotice = None
+        self._tellDropped()
 
     def stopProducing(self) -> None:
         """The connection is gone: what waits for it goes too."""
         self.paused = True
         self.backlog.clear()
+        if self._nextNotice is not None and self._nextNotice.active():
+            self._nextNotice.cancel()
+        self._nextNotice = None
 
     def _tell(self, text: str, parent: bytes) -> None:
         """Send the client a stderr stream message of the gateway's own, under C{parent}."""
@@ -231,6 +258,7 @@ class ChannelsProtocol(WebSocketServerProtocol):
             self.dropConnection(abort=True)
 
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
+        self.stopProducing()
         if self.channels is not None and self.kernel.channels is not None:
             # A client that closes normally is done; any other end may be followed by a return.
             done = wasClean and not self.closedByMe and self.remoteCloseCode == CLOSE_NORMAL

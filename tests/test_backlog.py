@@ -58,19 +58,25 @@ class BacklogTests(SynchronousTestCase):
         self.assertEqual(add(backlog, "iopub", "stream", 10), DROPPED)
         backlog.pop()
         self.assertEqual(add(backlog, "iopub", "stream", 10), DROPPED)
-        self.assertIn("3 output messages", backlog.caughtUp())
+        backlog.caughtUp()
         self.assertEqual(add(backlog, "iopub", "stream", 10), QUEUED)
+        self.assertIn("3 output messages", backlog.notice())
 
-    def test_caughtUpTellsOnce(self):
-        """The notice says how much was dropped, once; with nothing dropped there is none."""
+    def test_noticeTellsOnce(self):
+        """
+        The notice says how much was dropped since the last one, across episodes of dropping;
+        with nothing dropped there is none.
+        """
         backlog = Backlog(BacklogLimits(maxBytes=150, maxMessages=100))
-        self.assertIsNone(backlog.caughtUp())
+        self.assertIsNone(backlog.notice())
         add(backlog, "iopub", "stream", 100)
-        add(backlog, "iopub", "stream", 2_000_000)
-        notice = backlog.caughtUp()
-        self.assertIn("1 output messages (2.0 MB) were dropped", notice)
+        add(backlog, "iopub", "stream", 1_000_000)
+        backlog.caughtUp()
+        add(backlog, "iopub", "stream", 1_000_000)
+        notice = backlog.notice()
+        self.assertIn("2 output messages (2.0 MB) were dropped", notice)
         self.assertIn("--client-buffer-max-bytes", notice)
-        self.assertIsNone(backlog.caughtUp())
+        self.assertIsNone(backlog.notice())
 
     def test_largeMessageFitsEmptyBacklog(self):
         """A message larger than the bound is kept when nothing else waits."""

@@ -6,6 +6,7 @@ import json
 
 from jupyter_client.session import Session
 from twisted.internet.error import ConnectionDone
+from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.logger import LogLevel, capturedLogs
 from twisted.python.failure import Failure
@@ -105,7 +106,10 @@ class SlowClientTests(SynchronousTestCase):
     """A client whose transport is full: messages wait in a bounded backlog."""
 
     def setUp(self) -> None:
-        factory = ChannelsFactory(1 << 20, backlogLimits=BacklogLimits(maxBytes=2500))
+        self.clock = Clock()
+        factory = ChannelsFactory(
+            1 << 20, clock=self.clock, backlogLimits=BacklogLimits(maxBytes=2500)
+        )
         self.protocol = factory.forKernel(_Kernel(), "").buildProtocol(None)
         self.transport = StringTransport()
         self.httpChannel = object()
@@ -163,6 +167,34 @@ class SlowClientTests(SynchronousTestCase):
         self.assertIn("2 output messages", notice["content"]["text"])
         self.assertEqual(notice["parent_header"], {"msg_id": "b"})
         self.assertEqual(notice["channel"], "iopub")
+
+    def test_noticesAtMostEveryTenSeconds(self):
+        """
+        A client that falls behind again within 10 s of a notice is told, 10 s after it,
+        the sum of what it lost since; the timer goes with the connection.
+        """
+        for parent in ("a", "b", "c"):
+            self.protocol.pauseProducing()
+            self.relay("iopub", *stream(2000))
+            self.relay("iopub", *stream(2000, parent=parent))
+            self.relay("iopub", *stream(2000, parent=parent))
+            self.protocol.resumeProducing()
+            self.clock.advance(3)
+        notices = [m for m in self.sent if m["content"]["name"] == "stderr"]
+        self.assertEqual(len(notices), 1)
+        self.assertIn("2 output messages", notices[0]["content"]["text"])
+        self.clock.advance(1)
+        notices = [m for m in self.sent if m["content"]["name"] == "stderr"]
+        self.assertEqual(len(notices), 2)
+        self.assertIn("4 output messages", notices[1]["content"]["text"])
+        self.assertEqual(notices[1]["parent_header"], {"msg_id": "c"})
+        self.protocol.pauseProducing()
+        self.relay("iopub", *stream(2000))
+        self.relay("iopub", *stream(2000))
+        self.protocol.resumeProducing()
+        self.assertEqual(len(self.clock.getDelayedCalls()), 1)
+        self.protocol.onClose(False, 1006, None)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
 
     def test_resumedButFullAgainKeepsTheRest(self):
         """A transport that fills again while the backlog drains pauses it again."""

@@ -36,6 +36,9 @@ API_LATENCY = 1.0
 INTERRUPT_LATENCY = 2.0
 # How long memory may take to come back once the client has left.
 SETTLE = 20.0
+# Seconds of flood after a client that never read has dropped its connection: its session's
+# replay buffer fills meanwhile.
+BUFFERED = 5.0
 
 
 def residentMB(pid: int) -> float:
@@ -84,6 +87,7 @@ class FloodClient(protocol.ProcessProtocol):
 class Watch:
     """What was seen of the gateway during one flood."""
 
+    origin: float = field(default_factory=time.monotonic)
     peakRSS: float = 0.0
     worstAPI: float = 0.0
     samples: list[tuple[float, float, float]] = field(default_factory=list)
@@ -129,9 +133,9 @@ class FloodTests(TestCase):
         client.transport = transport
         return client
 
-    async def watch(self, seconds: float) -> Watch:
+    async def watch(self, seconds: float, seen: Watch | None = None) -> Watch:
         """Poll C{GET /api} and the gateway's memory every L{POLL} seconds for C{seconds}."""
-        seen = Watch()
+        seen = seen if seen is not None else Watch()
         start = time.monotonic()
         while time.monotonic() - start < seconds:
             before = time.monotonic()
@@ -139,7 +143,7 @@ class FloodTests(TestCase):
             latency = time.monotonic() - before
             self.assertEqual(code, 200)
             rss = residentMB(self.pid)
-            seen.samples.append((before - start, rss, latency))
+            seen.samples.append((before - seen.origin, rss, latency))
             seen.peakRSS = max(seen.peakRSS, rss)
             seen.worstAPI = max(seen.worstAPI, latency)
             if rss > ABORT_RSS:
@@ -177,13 +181,19 @@ class FloodTests(TestCase):
         client = self.spawnClient(mode)
         await withTimeout(client.opened)
         seen = await self.watch(DURATION)
+        if mode == "never":
+            # It drops its connection, without a closing handshake, in the middle of the flood.
+            client.transport.closeStdin()
+            await withTimeout(client.ended)
+            await self.watch(BUFFERED, seen)
         interrupted = await self.interrupt() if seen.peakRSS <= ABORT_RSS else float("nan")
         replied = None
         if mode != "never" and seen.peakRSS <= ABORT_RSS:
             start = time.monotonic()
             replied = await withTimeout(client.replied, 60) - start
-        client.transport.closeStdin()
-        await withTimeout(client.ended)
+        if mode != "never":
+            client.transport.closeStdin()
+            await withTimeout(client.ended)
         after = await self.settle()
         print(
             f"\nflood[{mode}]: peak RSS {seen.peakRSS:.0f} MB, GET /api worst "
@@ -201,7 +211,10 @@ class FloodTests(TestCase):
         return client
 
     async def test_neverReads(self):
-        """A client that never reads: memory bounded, /api and interrupt prompt, memory back."""
+        """
+        A client that never reads, then drops its connection while the flood goes on (its
+        session's replay buffer fills): memory bounded, /api and interrupt prompt, memory back.
+        """
         await self.flood("never")
 
     async def test_readsSlowly(self):

@@ -19,6 +19,7 @@ from zope.interface import implementer
 
 from kgw import wire
 from kgw.backlog import NOTICE_INTERVAL, OVERFLOW, Backlog, BacklogLimits, droppable
+from kgw.invalidframes import InvalidFrames
 from kgw.kernels.channels import CLIENT_CHANNELS, ClientChannels
 from kgw.kernels.registry import Kernel
 from kgw.metrics import TO_CLIENT, TO_KERNEL, GatewayMetrics
@@ -28,6 +29,7 @@ log = Logger()
 
 CLOSE_NORMAL = 1000
 CLOSE_GOING_AWAY = 1001
+CLOSE_POLICY_VIOLATION = 1008
 # Messages of at least this many bytes are sent without joining their pieces into one.
 LARGE_FRAME = 1 << 20
 # The most a websocket's TCP connection writes in one go (Twisted's default: 128 KiB).
@@ -71,6 +73,7 @@ class ChannelsProtocol(WebSocketServerProtocol):
         self.channels: ClientChannels | None = None
         self.limiter: IOPubRateLimiter | None = None
         self.backlog = Backlog(BacklogLimits())
+        self.invalidFrames = InvalidFrames()
         self.paused = False
         self._lastNotice = float("-inf")
         self._nextNotice: IDelayedCall | None = None
@@ -121,21 +124,45 @@ class ChannelsProtocol(WebSocketServerProtocol):
                 channel = "shell" if maybeChannel is None else maybeChannel
                 parts = wire.dict_to_parts(msg)
         except wire.WireError as e:
-            log.warn(
-                "Ignored an invalid message from a client of kernel {kernelId}: {error}",
-                kernelId=self.kernel.id,
-                error=e,
-            )
+            self._invalid(str(e))
             return
         if channel not in CLIENT_CHANNELS:
-            log.warn(
-                "Ignored a message on channel {channel!r} from a client of kernel {kernelId}",
-                channel=channel,
-                kernelId=self.kernel.id,
-            )
+            self._invalid(f"no such channel as {channel!r}")
             return
+        self.invalidFrames.valid()
         self.toKernel[channel].inc()
         self.channels.send(channel, parts)
+
+    def _invalid(self, error: str) -> None:
+        """Ignore an invalid message: log it within limits, and close after too many in a row."""
+        verdict = self.invalidFrames.invalid(self.factory.clock.seconds())
+        if verdict.first:
+            log.warn(
+                "Ignored an invalid message from a client of kernel {kernelId}: {error} (the "
+                "next ones from this connection are counted, and logged every {interval:g} s)",
+                kernelId=self.kernel.id,
+                error=error,
+                interval=self.invalidFrames.interval,
+            )
+        elif verdict.counted:
+            self._logInvalid(verdict.counted, error)
+        if verdict.close and self.state == self.STATE_OPEN:
+            log.warn(
+                "Closed a websocket of kernel {kernelId} after {count} invalid messages in a row",
+                kernelId=self.kernel.id,
+                count=self.invalidFrames.streak,
+            )
+            self.sendCloseFrame(
+                code=CLOSE_POLICY_VIOLATION, reasonUtf8=b"too many invalid messages"
+            )
+
+    def _logInvalid(self, count: int, error: str = "") -> None:
+        log.warn(
+            "Ignored {count} more invalid messages from a client of kernel {kernelId}{last}",
+            count=count,
+            kernelId=self.kernel.id,
+            last=f"; the last: {error}" if error else "",
+        )
 
     def relay(self, channel: str, header: dict[str, Any], parts: Sequence[bytes]) -> None:
         """Send one message from the kernel to this client, in the client's wire format."""
@@ -259,6 +286,9 @@ class ChannelsProtocol(WebSocketServerProtocol):
 
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
         self.stopProducing()
+        unlogged = self.invalidFrames.flush()
+        if unlogged:
+            self._logInvalid(unlogged)
         if self.channels is not None and self.kernel.channels is not None:
             # A client that closes normally is done; any other end may be followed by a return.
             done = wasClean and not self.closedByMe and self.remoteCloseCode == CLOSE_NORMAL

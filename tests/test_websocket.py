@@ -87,13 +87,18 @@ class TransportTests(SynchronousTestCase):
         self.assertFalse(hasattr(transport, "SEND_LIMIT"))
 
 
+class _KernelChannels:
+    signer = Signer(Session(key=b"secret"))
+
+    def detach(self, client: object, keep: bool) -> None:
+        pass
+
+
 class _Kernel:
-    """What a channels protocol needs of its kernel to send notices of its own: a real signer."""
+    """What a channels protocol needs of its kernel: a real signer for notices of its own."""
 
     id = "k"
-
-    def __init__(self) -> None:
-        self.channels = type("Channels", (), {"signer": Signer(Session(key=b"secret"))})()
+    channels = _KernelChannels()
 
 
 def stream(size: int, parent: str = "cell") -> tuple[dict, list[bytes]]:
@@ -228,3 +233,89 @@ class SlowClientTests(SynchronousTestCase):
         self.relay("iopub", *stream(1000))
         self.protocol.stopProducing()
         self.assertEqual((len(self.protocol.backlog), self.protocol.backlog.size), (0, 0))
+
+
+class InvalidFrameTests(SynchronousTestCase):
+    """Invalid messages from a client: logged within limits, and too many in a row close it."""
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.protocol = (
+            ChannelsFactory(1 << 20, clock=self.clock).forKernel(_Kernel(), "").buildProtocol(None)
+        )
+        self.transport = StringTransport()
+        self.protocol.makeConnection(self.transport)
+        self.addCleanup(self.protocol.connectionLost, Failure(ConnectionDone()))
+        self.protocol.state = ChannelsProtocol.STATE_OPEN
+        self.forwarded: list[str] = []
+        self.protocol.channels = type(
+            "Channels", (), {"send": lambda _, channel, parts: self.forwarded.append(channel)}
+        )()
+        self.transport.clear()
+
+    def warnings(self, events: list[dict]) -> list[str]:
+        from twisted.logger import formatEvent
+
+        return [formatEvent(e) for e in events if e["log_level"] == LogLevel.warn]
+
+    def garbage(self, count: int) -> None:
+        for _ in range(count):
+            self.protocol.onMessage(b"not json", False)
+
+    def valid(self) -> None:
+        header = {"msg_id": "m", "msg_type": "kernel_info_request", "session": "s"}
+        msg = {"header": header, "parent_header": {}, "metadata": {}, "content": {}}
+        self.protocol.onMessage(json.dumps({**msg, "channel": "shell"}).encode(), False)
+
+    def closeCode(self) -> int | None:
+        """The code of the close frame written to the transport, if one was."""
+        data = self.transport.value()
+        if len(data) < 4 or data[0] != 0x88:
+            return None
+        return int.from_bytes(data[2:4], "big")
+
+    def test_firstLoggedThenCountsEveryTenSeconds(self):
+        """The first invalid message is logged in full; the next ones as a count every 10 s."""
+        with capturedLogs() as events:
+            self.garbage(1)
+            self.assertEqual(len(self.warnings(events)), 1)
+            self.assertIn("not valid JSON", self.warnings(events)[0])
+            self.garbage(50)
+            self.assertEqual(len(self.warnings(events)), 1)
+            self.clock.advance(10)
+            self.valid()
+            self.garbage(1)
+            self.assertEqual(len(self.warnings(events)), 2)
+            self.assertIn("Ignored 51 more invalid messages", self.warnings(events)[1])
+            self.garbage(5)
+            self.protocol.onClose(False, 1006, None)
+            self.assertIn("Ignored 5 more invalid messages", self.warnings(events)[2])
+        self.assertEqual(self.forwarded, ["shell"])
+        self.assertIsNone(self.closeCode())
+
+    def test_hundredInARowClose1008(self):
+        """After 100 invalid messages in a row the connection is closed with 1008."""
+        with capturedLogs() as events:
+            self.garbage(99)
+            self.assertIsNone(self.closeCode())
+            self.garbage(1)
+        self.assertEqual(self.closeCode(), 1008)
+        self.assertIn("after 100 invalid messages in a row", self.warnings(events)[-1])
+
+    def test_validMessageResetsStreak(self):
+        """A valid message between invalid ones starts the count of those in a row again."""
+        self.garbage(99)
+        self.valid()
+        self.garbage(99)
+        self.assertIsNone(self.closeCode())
+        self.garbage(1)
+        self.assertEqual(self.closeCode(), 1008)
+
+    def test_unknownChannelIsInvalid(self):
+        """A message on a channel clients may not send on counts as invalid, and is not sent."""
+        header = {"msg_id": "m", "msg_type": "execute_request", "session": "s"}
+        msg = {"header": header, "parent_header": {}, "metadata": {}, "content": {}}
+        for _ in range(100):
+            self.protocol.onMessage(json.dumps({**msg, "channel": "iopub"}).encode(), False)
+        self.assertEqual(self.forwarded, [])
+        self.assertEqual(self.closeCode(), 1008)

@@ -80,7 +80,8 @@ class FloodClient(protocol.ProcessProtocol):
         self.ended.callback(None)
 
     def notices(self) -> list[str]:
-        return [line for line in self.lines if line.startswith("notice ")]
+        """The gateway's notices of dropped output (the kernel may write to stderr too)."""
+        return [line for line in self.lines if line.startswith('notice "[kgw]')]
 
 
 @dataclass

@@ -115,6 +115,8 @@ class SlowClientTests(SynchronousTestCase):
         factory = ChannelsFactory(
             1 << 20, clock=self.clock, backlogLimits=BacklogLimits(maxBytes=2500)
         )
+        # No handshake here: Autobahn's timer for it would outlive the test on the reactor.
+        factory.setProtocolOptions(openHandshakeTimeout=0)
         self.protocol = factory.forKernel(_Kernel(), "").buildProtocol(None)
         self.transport = StringTransport()
         self.httpChannel = object()
@@ -240,9 +242,9 @@ class InvalidFrameTests(SynchronousTestCase):
 
     def setUp(self) -> None:
         self.clock = Clock()
-        self.protocol = (
-            ChannelsFactory(1 << 20, clock=self.clock).forKernel(_Kernel(), "").buildProtocol(None)
-        )
+        factory = ChannelsFactory(1 << 20, clock=self.clock)
+        factory.setProtocolOptions(openHandshakeTimeout=0)
+        self.protocol = factory.forKernel(_Kernel(), "").buildProtocol(None)
         self.transport = StringTransport()
         self.protocol.makeConnection(self.transport)
         self.addCleanup(self.protocol.connectionLost, Failure(ConnectionDone()))

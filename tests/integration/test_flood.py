@@ -112,10 +112,14 @@ class FloodTests(TestCase):
         self.addCleanup(self.stopDaemon)
 
     async def stopDaemon(self) -> None:
+        """Stop the gateway; its kernels must have ended with it (any that did not is killed)."""
         if not self.daemon.ended.called:
             os.kill(self.pid, signal.SIGTERM)
             await withTimeout(self.daemon.ended)
-        self.assertEqual([pid for pid in self.kernelPids if isAlive(pid)], [])
+        strays = [pid for pid in self.kernelPids if isAlive(pid)]
+        for pid in strays:
+            os.kill(pid, signal.SIGKILL)
+        self.assertEqual(strays, [])
 
     def spawnClient(self, mode: str) -> FloodClient:
         client = FloodClient()

@@ -304,13 +304,15 @@ class Config:
     )
     buffer_max_messages: int = option(
         10_000,
-        "Most messages kept for a disconnected session; past it the oldest are dropped.",
+        "Most messages kept for a disconnected session; past it the oldest are dropped, iopub "
+        "messages before replies.",
         _integer(1),
         kgwOnly=True,
     )
     buffer_max_bytes: int = option(
         16 * 1024 * 1024,
-        "Most bytes kept for a disconnected session; past it the oldest messages are dropped.",
+        "Most bytes kept for a disconnected session; past it the oldest messages are dropped, "
+        "iopub messages before replies.",
         _integer(1),
         kgwOnly=True,
     )

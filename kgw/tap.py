@@ -209,46 +209,21 @@ def raiseFileLimit() -> None:
             pass
 
 
-# glibc's mallopt parameter for the size from which allocations are mapped on their own.
-M_MMAP_THRESHOLD = -3
-MMAP_THRESHOLD = 128 * 1024
-
-
-def returnLargeFrees() -> bool:
-    """
-    Make glibc give large blocks back to the system as soon as they are freed; whether it could.
-
-    A kernel flooding its output passes through the gateway as messages of up to megabytes.
-    glibc maps the first such blocks on their own, but after freeing one it raises its
-    threshold, and the next ones come from the heap, which is seldom given back: after a flood
-    the gateway kept hundreds of megabytes it no longer used. A fixed threshold keeps every
-    block of 128 KiB or more mapped on its own, returned when freed. Elsewhere: nothing.
-    """
-    import ctypes
-    import ctypes.util
-    import platform
-
-    if platform.libc_ver()[0] != "glibc":
-        return False
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        return bool(libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD))
-    except (OSError, AttributeError):
-        return False
-
-
 def makeService(options: Options) -> IService:
     """Wire the kernel registry first and the listeners after, so the listeners stop first."""
     from twisted.internet import reactor
 
     from kgw.gateway import buildGateway, buildSite
     from kgw.listen import listeningServices
+    from kgw.memory import MemoryTrimmer, mallocTrim
 
     config = options.config
     assert config is not None
     raiseFileLimit()
-    returnLargeFrees()
     top = MultiService()
+    trim = mallocTrim()
+    if trim is not None:
+        MemoryTrimmer(reactor, trim).setServiceParent(top)
     gateway = buildGateway(config, reactor)
     gateway.setServiceParent(top)
     for listener in listeningServices(config, buildSite(gateway.resource), reactor):

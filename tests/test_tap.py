@@ -2,13 +2,8 @@
 
 from __future__ import annotations
 
-import os
-import platform
-import subprocess
-import sys
-
 from twisted.python.usage import UsageError
-from twisted.trial.unittest import SkipTest, SynchronousTestCase
+from twisted.trial.unittest import SynchronousTestCase
 
 from kgw.config import Config, ConfigError, envVar, flag
 from kgw.tap import Options
@@ -271,37 +266,3 @@ class CheckTests(SynchronousTestCase):
         """--listen may be given several times."""
         config = parse("--listen=tcp:1", "--listen=unix:/tmp/x.sock")
         self.assertEqual(config.listen, ("tcp:1", "unix:/tmp/x.sock"))
-
-
-# Frees 300 blocks of 1 MB under a smaller block that outlives them, as a flood's messages are
-# freed under the gateway's own objects, and prints the resident memory in MB afterwards.
-FRAGMENT = """
-import sys
-if sys.argv[1] == "fixed":
-    from kgw.tap import returnLargeFrees
-    assert returnLargeFrees()
-warmup = b"w" * (2 * 10**6)
-del warmup  # after this free, glibc's own threshold maps no 1 MB block on its own
-large = [b"x" * 10**6 for _ in range(300)]
-kept = b"y" * 100_000
-del large
-for line in open("/proc/self/status"):
-    if line.startswith("VmRSS:"):
-        print(int(line.split()[1]) // 1024)
-"""
-
-
-class MemoryTests(SynchronousTestCase):
-    def rss(self, mode: str) -> int:
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
-        output = subprocess.run(
-            [sys.executable, "-c", FRAGMENT, mode], env=env, capture_output=True, check=True
-        )
-        return int(output.stdout)
-
-    def test_largeFreesReturned(self):
-        """With the gateway's malloc setting, freed 1 MB blocks go back to the system at once."""
-        if platform.libc_ver()[0] != "glibc":
-            raise SkipTest("glibc only")
-        self.assertGreater(self.rss("glibc"), 250)
-        self.assertLess(self.rss("fixed"), 100)

@@ -31,7 +31,7 @@ CLOSE_NORMAL = 1000
 CLOSE_GOING_AWAY = 1001
 CLOSE_POLICY_VIOLATION = 1008
 # Messages of at least this many bytes are sent without joining their pieces into one.
-LARGE_FRAME = 1 << 20
+LARGE_FRAME = 1 << 18
 # The most a websocket's TCP connection writes in one go (Twisted's default: 128 KiB).
 SEND_LIMIT = 1 << 20
 

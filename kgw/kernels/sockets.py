@@ -100,7 +100,7 @@ class Pacing:
     streak: int = 16
     interval: float = 0.004
     calm: int = 2
-    most: int = 8 * 1024 * 1024
+    most: int = 1024 * 1024
 
 
 class JupyterSocket(ZmqConnection):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from jupyter_client.session import Session
 from twisted.internet.error import ConnectionDone
@@ -20,6 +21,23 @@ from kgw.websocket import SEND_LIMIT, ChannelsFactory, ChannelsProtocol
 # Valid JSON that no encoder would produce: spacing and key order show whether it was re-encoded.
 CONTENT = b'{ "b" : 2,   "a" : [1,2] }'
 PARTS = [b'{"msg_id": "m1", "msg_type": "stream"}', b"{}", b"{}", CONTENT]
+
+
+class _ClockTimer:
+    """Autobahn's timers (handshake timeouts, pings) on a test clock, not the global reactor."""
+
+    def __init__(self, clock: Clock) -> None:
+        self.clock = clock
+
+    def call_later(self, delay: float, function: Any, *args: Any, **kw: Any) -> Any:
+        return self.clock.callLater(delay, function, *args, **kw)
+
+
+def channelsFactory(clock: Clock, **kw: Any) -> ChannelsFactory:
+    """A channels factory whose websockets schedule on C{clock}, Autobahn's timers included."""
+    factory = ChannelsFactory(clock=clock, **kw)
+    factory._batched_timer = _ClockTimer(clock)
+    return factory
 
 
 def relayed(
@@ -67,7 +85,7 @@ class RelayTests(SynchronousTestCase):
 
 class TransportTests(SynchronousTestCase):
     def connect(self, transport: StringTransport) -> None:
-        protocol = ChannelsFactory(maxMessageSize=1 << 20).buildProtocol(None)
+        protocol = channelsFactory(Clock(), maxMessageSize=1 << 20).buildProtocol(None)
         protocol.makeConnection(transport)
         # Autobahn's handshake timer goes with the connection.
         self.addCleanup(protocol.connectionLost, Failure(ConnectionDone()))
@@ -112,11 +130,9 @@ class SlowClientTests(SynchronousTestCase):
 
     def setUp(self) -> None:
         self.clock = Clock()
-        factory = ChannelsFactory(
-            1 << 20, clock=self.clock, backlogLimits=BacklogLimits(maxBytes=2500)
+        factory = channelsFactory(
+            self.clock, maxMessageSize=1 << 20, backlogLimits=BacklogLimits(maxBytes=2500)
         )
-        # No handshake here: Autobahn's timer for it would outlive the test on the reactor.
-        factory.setProtocolOptions(openHandshakeTimeout=0)
         self.protocol = factory.forKernel(_Kernel(), "").buildProtocol(None)
         self.transport = StringTransport()
         self.httpChannel = object()
@@ -131,6 +147,9 @@ class SlowClientTests(SynchronousTestCase):
 
     def relay(self, channel: str, header: dict, parts: list[bytes]) -> None:
         self.protocol.relay(channel, header, parts)
+
+    def noticeCalls(self) -> list:
+        return [c for c in self.clock.getDelayedCalls() if c.func == self.protocol._noticeDue]
 
     def kinds(self) -> list[str]:
         return [m["header"]["msg_type"] for m in self.sent]
@@ -199,9 +218,9 @@ class SlowClientTests(SynchronousTestCase):
         self.relay("iopub", *stream(2000))
         self.relay("iopub", *stream(2000))
         self.protocol.resumeProducing()
-        self.assertEqual(len(self.clock.getDelayedCalls()), 1)
+        self.assertEqual(len(self.noticeCalls()), 1)
         self.protocol.onClose(False, 1006, None)
-        self.assertEqual(self.clock.getDelayedCalls(), [])
+        self.assertEqual(self.noticeCalls(), [])
 
     def test_resumedButFullAgainKeepsTheRest(self):
         """A transport that fills again while the backlog drains pauses it again."""
@@ -242,8 +261,7 @@ class InvalidFrameTests(SynchronousTestCase):
 
     def setUp(self) -> None:
         self.clock = Clock()
-        factory = ChannelsFactory(1 << 20, clock=self.clock)
-        factory.setProtocolOptions(openHandshakeTimeout=0)
+        factory = channelsFactory(self.clock, maxMessageSize=1 << 20)
         self.protocol = factory.forKernel(_Kernel(), "").buildProtocol(None)
         self.transport = StringTransport()
         self.protocol.makeConnection(self.transport)

@@ -15,6 +15,7 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 API_NAMES = {
     "jupyter-websocket": "jupyter-websocket",
@@ -144,6 +145,20 @@ def _positive(text: str) -> float:
     if value <= 0:
         raise ConfigError(f"must be more than 0, got {text!r}")
     return value
+
+
+def _kernelStore(text: str) -> str:
+    """C{etcd://HOST:PORT[/prefix]}, or empty for none."""
+    if not text:
+        return text
+    parts = urlsplit(text)
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    if parts.scheme != "etcd" or not parts.hostname or port is None or parts.query:
+        raise ConfigError(f"expected etcd://HOST:PORT[/prefix], got {text!r}")
+    return text
 
 
 def _readableFile(text: str) -> str:
@@ -401,6 +416,28 @@ class Config:
         "",
         "Directory where kernels are recorded, so that a gateway restarted after a crash adopts "
         "the ones still running, under the same ids (empty: none).",
+        kgwOnly=True,
+    )
+    kernel_store: str = option(
+        "",
+        "Kernel store shared by several gateways: etcd://HOST:PORT[/prefix] (prefix /kgw by "
+        "default). Each kernel is recorded there and owned by one gateway at a time, under that "
+        "gateway's lease; GET /api/kernels lists the kernels of every gateway (empty: none; "
+        "the state directory, if set).",
+        _kernelStore,
+        kgwOnly=True,
+    )
+    gateway_id: str = option(
+        "",
+        "This gateway's name in the kernel store, unique among the gateways sharing it "
+        "(default: host name and port).",
+        kgwOnly=True,
+    )
+    lease_ttl: float = option(
+        10.0,
+        "Seconds after which the kernels of a gateway that stopped renewing its lease in the "
+        "kernel store may be taken over by another gateway.",
+        _positive,
         kgwOnly=True,
     )
     max_message_size: int = option(

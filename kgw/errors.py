@@ -48,3 +48,7 @@ class Forbidden(GatewayError):
 
 class KernelStartFailed(GatewayError):
     """A kernel process could not be started or never answered."""
+
+
+class StoreUnavailable(GatewayError):
+    """The kernel store shared by several gateways (etcd) cannot be reached, or refuses."""

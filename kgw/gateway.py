@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 from typing import Any
 
 from twisted.application.service import MultiService
@@ -21,7 +22,9 @@ from kgw.kernels.culling import Culling
 from kgw.kernels.environment import kernelEnvironment
 from kgw.kernels.policy import KernelPolicy
 from kgw.kernels.registry import KernelRegistry
+from kgw.kernels.store import KernelStore
 from kgw.kernels.store.directory import StateDirectory
+from kgw.kernels.store.etcd import EtcdStore
 from kgw.metrics import GatewayMetrics
 from kgw.notebook_http.mode import buildMode as buildNotebookHTTP
 from kgw.startup import Startup
@@ -92,7 +95,7 @@ def buildGateway(
         clock,
         policy,
         seed=startup.seed,
-        store=StateDirectory(config.state_dir) if config.state_dir else None,
+        store=kernelStore(config, clock),
         environment=lambda requested: kernelEnvironment(
             requested, environ, config.env_whitelist, config.env_process_whitelist
         ),
@@ -110,6 +113,16 @@ def buildGateway(
     for service in services:
         service.setServiceParent(gateway)
     return gateway
+
+
+def kernelStore(config: Config, reactor: Any) -> KernelStore | None:
+    """The kernel store the settings name: etcd, else the state directory, else none."""
+    if config.kernel_store:
+        gatewayId = config.gateway_id or f"{socket.gethostname()}:{config.port}"
+        return EtcdStore(reactor, config.kernel_store, gatewayId, config.lease_ttl)
+    if config.state_dir:
+        return StateDirectory(config.state_dir)
+    return None
 
 
 class _QuietSite(Site):

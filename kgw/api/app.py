@@ -164,10 +164,11 @@ class GatewayAPI:
     # Kernels
 
     @app.route("/api/kernels", methods=["GET"], strict_slashes=False)
-    def listKernelsRoute(self, request: IRequest) -> bytes:
+    async def listKernelsRoute(self, request: IRequest) -> bytes:
         if not self.listKernels:
             raise Forbidden("Listing kernels is disabled (list_kernels is False)")
-        return respond(request, [k.model() for k in self.kernels.kernels()])
+        # With a shared kernel store, every gateway's kernels: one view of the cluster.
+        return respond(request, await self.kernels.clusterModels())
 
     @app.route("/api/kernels", methods=["POST"], strict_slashes=False)
     async def startKernel(self, request: IRequest) -> bytes:

@@ -23,6 +23,7 @@ STATUS: dict[type[Exception], int] = {
     errors.NoSuchSession: 404,
     errors.NoSuchResource: 404,
     errors.KernelStartFailed: 500,
+    errors.StoreUnavailable: 503,
 }
 
 

@@ -25,7 +25,7 @@ from twisted.logger import Logger
 
 from kgw.kernels.kernel import Kernel
 from kgw.kernels.process import AdoptedProcess
-from kgw.kernels.store import KernelStore
+from kgw.kernels.store import KernelStore, answer
 from kgw.kernels.store.directory import (
     InvalidRecord,
     KernelRecord,
@@ -133,7 +133,7 @@ async def recoverRecords(
     A kernel whose record cannot be rebuilt is shut down here: SIGTERM, then SIGKILL after
     L{AdoptedProcess.graceTime}.
     """
-    records, invalid = state.read()
+    records, invalid = await answer(state.read())
     for record in records:
         if not isKernelProcess(record):
             for pid, connectionFile in kernelProcesses(record.id)[:1]:
@@ -147,6 +147,8 @@ async def recoverRecords(
     for rejected in invalid:
         if rejected.kernelId is None:
             continue
+        if not await answer(state.claim(rejected.kernelId)):
+            continue  # another gateway, alive, owns it
         # Two kernels cannot bind the same ports: one connection file, one live kernel.
         processes = kernelProcesses(rejected.kernelId)[:1]
         if not processes:
@@ -199,8 +201,10 @@ async def adoptRecorded(
     @param register: makes an adopted kernel the registry's.
     """
     for record in await recoverRecords(store, runtimeDir, specs, clock):
-        if record.handedOut and isKernelProcess(record) and not store.claim(record.id):
-            continue  # another gateway, alive, owns it
+        # Before anything else: a kernel of another gateway, alive, is left alone, whatever
+        # this host sees of it (it may run elsewhere, or be starting).
+        if not await answer(store.claim(record.id)):
+            continue
         if not record.handedOut or not isKernelProcess(record):
             if isKernelProcess(record):
                 endProcess(record.pid, signal.SIGKILL)

@@ -19,12 +19,12 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from txzmq import ZmqFactory
 
-from kgw.errors import KernelStartFailed
+from kgw.errors import KernelStartFailed, StoreUnavailable
 from kgw.kernels.channels import KernelChannels
 from kgw.kernels.kernel import Kernel, LaunchableProcess
 from kgw.kernels.policy import KernelPolicy
 from kgw.kernels.seed import Seed, SeedFailed
-from kgw.kernels.store import KernelStore, recordOf
+from kgw.kernels.store import KernelStore, answer, recordOf
 
 log = Logger()
 
@@ -119,7 +119,13 @@ class Launcher:
             log.failure("Kernel {kernelId} failed to start", kernelId=kernel.id)
             await process.cleanup()
             raise KernelStartFailed(f"Kernel {kernel.name} failed to start: {e}") from e
-        self.writeRecord(kernel, handedOut=False)
+        try:
+            await self.recordNew(kernel)
+        except StoreUnavailable:
+            # Nobody could find, adopt or cull a kernel the store does not know: it must not run.
+            del self.launching[kernelId]
+            await process.shutdown(now=True)
+            raise
         self.openChannels(kernel)
         return kernel
 
@@ -249,6 +255,20 @@ class Launcher:
         """Open a kernel's channels and fire once it answers on them."""
         self.openChannels(kernel)
         return self.answers(kernel)
+
+    async def recordNew(self, kernel: Kernel) -> None:
+        """
+        Record a new kernel as this gateway's, when there is a kernel store.
+
+        @raise StoreUnavailable: if a shared store cannot be reached.
+        """
+        if self.store is None or kernel.process.pid is None:
+            return
+        record = recordOf(kernel, self.connectionFile(kernel.id), handedOut=False)
+        try:
+            await answer(self.store.own(record))
+        except OSError as e:
+            log.error("Cannot record kernel {kernelId}: {error}", kernelId=kernel.id, error=e)
 
     def writeRecord(self, kernel: Kernel, handedOut: bool = True) -> None:
         """Write down how to adopt C{kernel}, when there is a kernel store."""

@@ -34,6 +34,7 @@ from kgw.errors import (
     KernelStartFailed,
     NoSuchKernel,
     NoSuchKernelSpec,
+    StoreUnavailable,
 )
 from kgw.kernels.adoption import adoptRecorded
 from kgw.kernels.culling import Culler
@@ -44,7 +45,7 @@ from kgw.kernels.policy import KernelPolicy
 from kgw.kernels.process import KernelProcess
 from kgw.kernels.restarter import Restarter
 from kgw.kernels.seed import Seed
-from kgw.kernels.store import KernelStore
+from kgw.kernels.store import KernelStore, answer
 from kgw.kernels.warmpool import WarmPool, environmentCode
 from kgw.metrics import GatewayMetrics
 
@@ -130,6 +131,7 @@ class KernelRegistry(Service):
         if self.policy.prespawnCount:
             self._prespawning = self._prespawn(self.policy.prespawnCount)
         if self.store is not None:
+            self.store.start()
             adopting = adoptRecorded(
                 self.store,
                 self.launcher.runtimeDir,
@@ -161,7 +163,11 @@ class KernelRegistry(Service):
             + [self._inFlight.whenDone()]
             + ([self.pool.stop()] if self.pool is not None else [])
         )
-        return d.addCallback(lambda _: self.launcher.stop())
+        d.addCallback(lambda _: self.launcher.stop())
+        if self.store is not None:
+            store = self.store
+            d.addCallback(lambda _: ensureDeferred(answer(store.stop())))
+        return d.addCallback(lambda _: None)
 
     def _prespawn(self, count: int) -> Deferred[None]:
         """
@@ -193,6 +199,23 @@ class KernelRegistry(Service):
 
     def kernels(self) -> list[Kernel]:
         return list(self._kernels.values())
+
+    async def clusterModels(self) -> list[dict[str, Any]]:
+        """
+        The REST models of this gateway's kernels and, with a kernel store shared by several
+        gateways, of every other kernel recorded there. If the store cannot be reached, this
+        gateway's alone (logged).
+        """
+        local = [kernel.model() for kernel in self._kernels.values()]
+        if self.store is None:
+            return local
+        try:
+            recorded = await answer(self.store.kernelModels())
+        except StoreUnavailable as e:
+            log.warn("Listing this gateway's kernels only: {error}", error=e)
+            return local
+        known = {model["id"] for model in local}
+        return local + [model for model in recorded if model["id"] not in known]
 
     def get(self, kernelId: str) -> Kernel:
         """@raise NoSuchKernel: if no kernel has this id."""

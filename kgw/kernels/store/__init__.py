@@ -2,21 +2,41 @@
 
 One interface, L{KernelStore}: records (how to reach and adopt each kernel), their owner (which
 gateway may serve a kernel), and adoption (L{kgw.kernels.adoption}), which reads them back.
-The state directory of one host is its backend today (L{kgw.kernels.store.directory}); a store
-shared by several gateways (etcd, owner keys bound to a lease) is another behind the same
-interface.
+The state directory of one host is one backend (L{kgw.kernels.store.directory}); etcd, shared by
+several gateways with owner keys bound to each gateway's lease, is the other
+(L{kgw.kernels.store.etcd}). A verb may answer at once (a directory) or later (etcd): callers
+await it through L{answer}.
 """
 
 from __future__ import annotations
 
-from typing import Protocol
+from collections.abc import Awaitable
+from typing import Any, Protocol, TypeVar, cast
+
+from twisted.internet.defer import Deferred
 
 from kgw.kernels.kernel import Kernel
 from kgw.kernels.store.directory import InvalidRecord, KernelRecord
 
+_T = TypeVar("_T")
+Records = tuple[list[KernelRecord], list[InvalidRecord]]
+
 
 class KernelStore(Protocol):
     """Where the records of a gateway's kernels are kept."""
+
+    def start(self) -> None:
+        """Begin: a shared store takes this gateway's lease."""
+
+    def stop(self) -> Awaitable[None] | None:
+        """End, once the records written are: a shared store gives up this gateway's lease."""
+
+    def own(self, record: KernelRecord) -> Awaitable[None] | None:
+        """
+        Record a new kernel as this gateway's.
+
+        @raise StoreUnavailable: if a shared store cannot be reached: the kernel must not run.
+        """
 
     def write(self, record: KernelRecord) -> None:
         """Record a kernel, replacing its earlier record; whole or not at all."""
@@ -24,11 +44,24 @@ class KernelStore(Protocol):
     def remove(self, kernelId: str) -> None:
         """Forget a kernel: it was shut down, or could not be adopted."""
 
-    def read(self) -> tuple[list[KernelRecord], list[InvalidRecord]]:
+    def read(self) -> Awaitable[Records] | Records:
         """Every record: the usable ones, and those that are not (set aside, never used)."""
 
-    def claim(self, kernelId: str) -> bool:
+    def claim(self, kernelId: str) -> Awaitable[bool] | bool:
         """Make this gateway the owner of a recorded kernel, if no live gateway owns it."""
+
+    def kernelModels(self) -> Awaitable[list[dict[str, Any]]] | list[dict[str, Any]]:
+        """
+        The REST models of the kernels handed out by every gateway sharing the store (none
+        for a store of one gateway, whose registry knows them all).
+        """
+
+
+async def answer(value: Awaitable[_T] | _T) -> _T:
+    """The answer of a store's verb, whether given at once or later."""
+    if isinstance(value, Deferred) or hasattr(value, "__await__"):
+        return await cast(Awaitable[_T], value)
+    return cast(_T, value)
 
 
 def recordOf(kernel: Kernel, connectionFile: str, handedOut: bool = True) -> KernelRecord:

@@ -79,6 +79,19 @@ class StateDirectory:
         self.path = os.path.join(path, "kernels")
         os.makedirs(self.path, mode=0o700, exist_ok=True)
 
+    def start(self) -> None:
+        pass
+
+    def stop(self) -> None:
+        pass
+
+    def kernelModels(self) -> list[dict[str, Any]]:
+        return []
+
+    def own(self, record: KernelRecord) -> None:
+        """A new kernel's record: a state directory serves one gateway, whose kernels are its."""
+        self.write(record)
+
     def _file(self, kernelId: str) -> str:
         return os.path.join(self.path, f"{kernelId}.json")
 

@@ -1,0 +1,470 @@
+"""The kernel store shared by several gateways: etcd, through its v3 JSON gateway.
+
+Under a prefix (C{/kgw} unless the store's URL names another):
+
+  - C{<prefix>/kernels/<id>}: the kernel's record (kernelspec, pid, connection info,
+    environment, working directory, provisioner, last activity), JSON;
+  - C{<prefix>/owners/<id>}: the id of the gateway that owns the kernel, bound to that gateway's
+    lease. It is created in a transaction only if absent (C{create_revision == 0}), so two
+    gateways can never both own a kernel; when a gateway stops renewing its lease (crashed,
+    paused, cut off), etcd deletes its owner keys and another gateway may claim its kernels.
+
+The lease is granted at start and renewed on the gateway's clock, every third of its TTL. The
+HTTP client is Twisted's own L{Agent} (a persistent connection pool): the JSON gateway needs
+nothing more, and kgw gains no dependency. Every key and value is base64 on the wire; int64
+fields (lease ids, revisions) are JSON strings.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from dataclasses import asdict
+from datetime import datetime, timezone
+from typing import Any
+from urllib.parse import urlsplit
+
+from twisted.internet.defer import Deferred, DeferredList, DeferredLock, ensureDeferred, succeed
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.client import Agent, HTTPConnectionPool, readBody
+from twisted.web.http_headers import Headers
+
+from kgw.errors import StoreUnavailable
+from kgw.jupyter import isoformat
+from kgw.kernels.store.directory import (
+    InvalidRecord,
+    KernelRecord,
+    RecordError,
+    checkRecord,
+    kernelIdOf,
+)
+
+log = Logger()
+
+
+def parseStoreURL(url: str) -> tuple[str, int, str]:
+    """
+    The host, port and key prefix of C{etcd://HOST:PORT[/prefix]} (prefix C{/kgw} by default).
+
+    @raise ValueError: saying what is wrong with C{url}.
+    """
+    parts = urlsplit(url)
+    if parts.scheme != "etcd":
+        raise ValueError(f"expected etcd://HOST:PORT[/prefix], got {url!r}")
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    if not parts.hostname or port is None:
+        raise ValueError(f"expected etcd://HOST:PORT[/prefix] with a host and port, got {url!r}")
+    if parts.query or parts.fragment:
+        raise ValueError(f"no query or fragment expected in {url!r}")
+    prefix = parts.path.rstrip("/") or "/kgw"
+    return parts.hostname, port, prefix
+
+
+def _b64(data: str | bytes) -> str:
+    return base64.b64encode(data.encode() if isinstance(data, str) else data).decode("ascii")
+
+
+def _unb64(text: str) -> bytes:
+    return base64.b64decode(text)
+
+
+def _rangeEnd(prefix: str) -> str:
+    """The C{range_end} of every key starting with C{prefix} (its last byte plus one)."""
+    raw = prefix.encode()
+    return _b64(raw[:-1] + bytes([raw[-1] + 1]))
+
+
+class EtcdClient:
+    """Calls of etcd's v3 JSON gateway at C{host:port}, each bounded by C{timeout} seconds."""
+
+    def __init__(
+        self, reactor: Any, host: str, port: int, timeout: float = 5.0, pool: Any = None
+    ) -> None:
+        self.reactor = reactor
+        self.base = f"http://{host}:{port}"
+        self.timeout = timeout
+        self.pool = pool if pool is not None else HTTPConnectionPool(reactor, persistent=True)
+        self.agent = Agent(reactor, pool=self.pool)
+
+    async def call(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        """
+        POST C{body} to C{/v3/<path>} and the JSON answer.
+
+        @raise StoreUnavailable: etcd cannot be reached, does not answer in time, or refuses.
+        """
+        url = f"{self.base}/v3/{path}"
+        try:
+            request = self.agent.request(
+                b"POST",
+                url.encode(),
+                Headers({b"Content-Type": [b"application/json"]}),
+                _Body(json.dumps(body).encode()),
+            )
+            request.addTimeout(self.timeout, self.reactor)
+            response = await request
+            content = await readBody(response).addTimeout(self.timeout, self.reactor)
+        except Exception as e:
+            raise StoreUnavailable(
+                f"The kernel store (etcd at {self.base}) cannot be reached: {e.__class__.__name__}"
+            ) from e
+        try:
+            answer = json.loads(content)
+        except ValueError:
+            answer = None
+        if response.code != 200 or not isinstance(answer, dict):
+            message = answer.get("message") if isinstance(answer, dict) else content[:200]
+            raise StoreUnavailable(
+                f"The kernel store (etcd at {self.base}) answered {response.code}: {message}"
+            )
+        return answer
+
+    def close(self) -> Deferred[None]:
+        return self.pool.closeCachedConnections()
+
+
+class _Body:
+    """A request body of known bytes (Twisted's IBodyProducer)."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.length = len(data)
+
+    def startProducing(self, consumer: Any) -> Deferred[None]:
+        consumer.write(self.data)
+        return succeed(None)
+
+    def pauseProducing(self) -> None:
+        pass
+
+    def resumeProducing(self) -> None:
+        pass
+
+    def stopProducing(self) -> None:
+        pass
+
+
+class EtcdStore:
+    """
+    The records and owners of the kernels of every gateway sharing one etcd.
+
+    @param reactor: makes the HTTP connections and schedules the lease's renewal.
+    @param url: C{etcd://HOST:PORT[/prefix]}.
+    @param gatewayId: this gateway's name in owner keys.
+    @param leaseTTL: seconds after which a gateway that stopped renewing loses its kernels.
+    """
+
+    def __init__(
+        self,
+        reactor: Any,
+        url: str,
+        gatewayId: str,
+        leaseTTL: float = 10.0,
+        clock: IReactorTime | None = None,
+    ) -> None:
+        host, port, self.prefix = parseStoreURL(url)
+        self.clock: IReactorTime = clock if clock is not None else reactor
+        self.gatewayId = gatewayId
+        self.leaseTTL = leaseTTL
+        self.client = EtcdClient(reactor, host, port, timeout=max(1.0, min(5.0, leaseTTL / 2)))
+        #: The current lease's id, while this gateway holds one.
+        self.lease: str | None = None
+        #: The kernels this gateway owns: re-claimed under a new lease if the old one expired.
+        self.owned: set[str] = set()
+        self._renewal: LoopingCall | None = None
+        self._pending: set[Deferred[Any]] = set()
+        self._leaseLock = DeferredLock()
+
+    def _key(self, kind: str, kernelId: str = "") -> str:
+        return f"{self.prefix}/{kind}/{kernelId}"
+
+    # Lease
+
+    def start(self) -> None:
+        """Grant the lease now, and renew it every third of its TTL on the clock."""
+
+        def renew() -> Deferred[None]:
+            return ensureDeferred(self.renew()).addErrback(
+                lambda f: log.failure("Renewing the lease in the kernel store failed", f)
+            )
+
+        self._renewal = LoopingCall(renew)
+        self._renewal.clock = self.clock
+        self._renewal.start(self.leaseTTL / 3, now=True)
+
+    async def renew(self) -> None:
+        """Renew the lease; grant a new one (and re-claim this gateway's kernels) if it lapsed."""
+        try:
+            if self.lease is not None:
+                answer = await self.client.call("lease/keepalive", {"ID": self.lease})
+                if int(answer.get("result", {}).get("TTL", 0)) > 0:
+                    return
+                log.error(
+                    "The lease of gateway {gatewayId} in the kernel store expired",
+                    gatewayId=self.gatewayId,
+                )
+                self.lease = None
+            await self.holdLease()
+            for kernelId in sorted(self.owned):
+                if not await self.claim(kernelId):
+                    log.error(
+                        "Kernel {kernelId} is now owned by another gateway", kernelId=kernelId
+                    )
+                    self.owned.discard(kernelId)
+        except StoreUnavailable as e:
+            log.warn("Cannot renew the lease in the kernel store: {error}", error=e)
+
+    async def holdLease(self) -> str:
+        """
+        This gateway's lease: the current one, or one granted now (one grant at a time).
+
+        @raise StoreUnavailable: if etcd cannot be reached.
+        """
+        async with self._leaseLock:
+            if self.lease is None:
+                await self.grant()
+            assert self.lease is not None
+            return self.lease
+
+    async def grant(self) -> str:
+        """A new lease of C{leaseTTL} seconds, now this gateway's."""
+        answer = await self.client.call("lease/grant", {"TTL": max(1, round(self.leaseTTL))})
+        self.lease = str(answer["ID"])
+        log.info(
+            "Gateway {gatewayId} holds lease {lease} in the kernel store ({ttl} s)",
+            gatewayId=self.gatewayId,
+            lease=self.lease,
+            ttl=answer.get("TTL"),
+        )
+        return self.lease
+
+    async def stop(self) -> None:
+        """Stop renewing; revoke the lease, so that this gateway's owner keys go at once."""
+        if self._renewal is not None and self._renewal.running:
+            self._renewal.stop()
+        if self._pending:
+            await DeferredList(list(self._pending))
+        if self.lease is not None:
+            try:
+                await self.client.call("lease/revoke", {"ID": self.lease})
+            except StoreUnavailable as e:
+                log.warn("Cannot revoke the lease: {error}", error=e)
+            self.lease = None
+        await self.client.close()
+
+    # The KernelStore interface
+
+    def _value(self, record: KernelRecord) -> str:
+        values = asdict(record)
+        values["owner"] = self.gatewayId
+        values["lastActivity"] = isoformat(datetime.now(timezone.utc))
+        return _b64(json.dumps(values))
+
+    def _background(self, work: Any, doing: str, kernelId: str) -> None:
+        d = ensureDeferred(work)
+        self._pending.add(d)
+
+        def done(result: object) -> None:
+            self._pending.discard(d)
+            if isinstance(result, Failure):
+                log.error(
+                    "Cannot {doing} kernel {kernelId} in the kernel store: {error}",
+                    doing=doing,
+                    kernelId=kernelId,
+                    error=result.value,
+                )
+
+        d.addBoth(done)
+
+    def write(self, record: KernelRecord) -> None:
+        """Replace the record of a kernel (in the background; a failure is logged)."""
+        put = {"key": _b64(self._key("kernels", record.id)), "value": self._value(record)}
+        self._background(self.client.call("kv/put", put), "record", record.id)
+
+    def remove(self, kernelId: str) -> None:
+        """Forget a kernel: its record and, if this gateway's, its owner key (in the background)."""
+        self.owned.discard(kernelId)
+        owner = _b64(self._key("owners", kernelId))
+        txn = {
+            "compare": [
+                {"key": owner, "target": "VALUE", "result": "EQUAL", "value": _b64(self.gatewayId)}
+            ],
+            "success": [{"request_delete_range": {"key": owner}}],
+        }
+
+        async def both() -> None:
+            await self.client.call("kv/txn", txn)
+            await self.client.call("kv/deleterange", {"key": _b64(self._key("kernels", kernelId))})
+
+        self._background(both(), "forget", kernelId)
+
+    async def own(self, record: KernelRecord) -> None:
+        """
+        Record a new kernel as this gateway's, record and owner key in one transaction.
+
+        @raise StoreUnavailable: if etcd cannot be reached, or this gateway holds no lease.
+        """
+        lease = await self.holdLease()
+        owner = _b64(self._key("owners", record.id))
+        answer = await self.client.call(
+            "kv/txn",
+            {
+                "compare": [
+                    {"key": owner, "target": "CREATE", "result": "EQUAL", "create_revision": "0"}
+                ],
+                "success": [
+                    {
+                        "request_put": {
+                            "key": owner,
+                            "value": _b64(self.gatewayId),
+                            "lease": lease,
+                        }
+                    },
+                    {
+                        "request_put": {
+                            "key": _b64(self._key("kernels", record.id)),
+                            "value": self._value(record),
+                        }
+                    },
+                ],
+            },
+        )
+        if not answer.get("succeeded"):
+            raise StoreUnavailable(f"Kernel {record.id} is already owned by another gateway")
+        self.owned.add(record.id)
+
+    async def claim(self, kernelId: str) -> bool:
+        """
+        Make this gateway the owner of a kernel if no gateway holding a live lease owns it;
+        whether it is now this gateway's (C{True} too if it already was).
+
+        @raise StoreUnavailable: if etcd cannot be reached or this gateway holds no lease.
+        """
+        lease = await self.holdLease()
+        owner = _b64(self._key("owners", kernelId))
+        answer = await self.client.call(
+            "kv/txn",
+            {
+                "compare": [
+                    {"key": owner, "target": "CREATE", "result": "EQUAL", "create_revision": "0"}
+                ],
+                "success": [
+                    {
+                        "request_put": {
+                            "key": owner,
+                            "value": _b64(self.gatewayId),
+                            "lease": lease,
+                        }
+                    }
+                ],
+                "failure": [{"request_range": {"key": owner}}],
+            },
+        )
+        if answer.get("succeeded"):
+            self.owned.add(kernelId)
+            return True
+        current = _ownerIn(answer)
+        if current == self.gatewayId:
+            self.owned.add(kernelId)
+            return True
+        return False
+
+    async def _range(self, kind: str) -> list[tuple[str, bytes]]:
+        """Every key under C{<prefix>/<kind>/}: its last part (a kernel id) and its value."""
+        prefix = self._key(kind)
+        answer = await self.client.call(
+            "kv/range", {"key": _b64(prefix), "range_end": _rangeEnd(prefix)}
+        )
+        return [
+            (_unb64(kv["key"]).decode(errors="replace")[len(prefix) :], _unb64(kv.get("value", "")))
+            for kv in answer.get("kvs", [])
+        ]
+
+    async def read(self) -> tuple[list[KernelRecord], list[InvalidRecord]]:
+        """
+        Every record: the usable ones, and the others (logged, left in place: another gateway
+        may read them too).
+        """
+        found, invalid = [], []
+        for kernelId, value in await self._range("kernels"):
+            try:
+                found.append(parseEtcdRecord(kernelId, value))
+            except RecordError as e:
+                log.warn(
+                    "Kernel record {key} in the kernel store is invalid ({problem})",
+                    key=self._key("kernels", kernelId),
+                    problem=e,
+                )
+                invalid.append(
+                    InvalidRecord(
+                        kernelId,
+                        self._key("kernels", kernelId),
+                        str(e),
+                        kernelIdOf(f"{kernelId}.json"),
+                        {},
+                    )
+                )
+        return found, invalid
+
+    async def owners(self) -> dict[str, str]:
+        """The owner of each owned kernel, by kernel id."""
+        return {
+            kernelId: value.decode(errors="replace")
+            for kernelId, value in await self._range("owners")
+        }
+
+    async def kernelModels(self) -> list[dict[str, Any]]:
+        """
+        The REST model of every kernel recorded, whichever gateway owns it (the cluster view):
+        what the record tells; the state a kernel's owner alone knows is C{unknown} here.
+        """
+        models = []
+        now = isoformat(datetime.now(timezone.utc))
+        for kernelId, value in await self._range("kernels"):
+            try:
+                values = json.loads(value)
+            except ValueError:
+                continue
+            if not isinstance(values, dict) or not isinstance(values.get("name"), str):
+                continue
+            if values.get("handedOut") is not True:
+                continue  # starting, or warm in a pool: nobody's kernel yet
+            models.append(
+                {
+                    "id": kernelId,
+                    "name": values["name"],
+                    "last_activity": values.get("lastActivity") or now,
+                    "execution_state": "unknown",
+                    "connections": 0,
+                }
+            )
+        return models
+
+
+def _ownerIn(answer: dict[str, Any]) -> str | None:
+    for response in answer.get("responses", []):
+        for kv in response.get("response_range", {}).get("kvs", []):
+            return _unb64(kv.get("value", "")).decode(errors="replace")
+    return None
+
+
+def parseEtcdRecord(kernelId: str, value: bytes) -> KernelRecord:
+    """
+    The record of kernel C{kernelId} held by C{value}, checked field by field.
+
+    @raise RecordError: naming the first problem found.
+    """
+    if kernelIdOf(f"{kernelId}.json") is None:
+        raise RecordError("the key does not end with a kernel id")
+    try:
+        values = json.loads(value)
+    except ValueError as e:
+        raise RecordError(f"not JSON: {e}") from None
+    if not isinstance(values, dict):
+        raise RecordError("not a JSON object")
+    return checkRecord(values, kernelId)

@@ -251,6 +251,7 @@ class Gateways:
             "--port-retries=0",
             f"--kernel-store={self.etcd.storeURL()}",
             f"--gateway-id={gatewayId}",
+            "--list-kernels=True",
             *options,
             env=dict(os.environ, JUPYTER_RUNTIME_DIR=self.runtime),
         )

@@ -1,0 +1,65 @@
+"""kgw daemons sharing one real etcd: one view of the cluster, and etcd gone."""
+
+from __future__ import annotations
+
+from twisted.trial.unittest import TestCase
+
+from tests.cluster.support import Etcd, Gateways
+from tests.support import stdout
+
+
+class ClusterCase(TestCase):
+    timeout = 120
+
+    async def setUp(self):
+        self.etcd = await Etcd(self).start()
+        self.gateways = Gateways(self, self.etcd)
+
+
+class ClusterViewTests(ClusterCase):
+    async def test_everyKernelListedEverywhere(self):
+        """GET /api/kernels on any gateway lists the kernels of every gateway."""
+        _, a = await self.gateways.start("a", "--lease-ttl=3")
+        _, b = await self.gateways.start("b", "--lease-ttl=3")
+        onA = await a.startKernel()
+        onB = await b.startKernel()
+        for gateway in (a, b):
+            code, listed = await gateway.request("GET", "api/kernels")
+            self.assertEqual(code, 200, listed)
+            self.assertEqual({k["id"] for k in listed}, {onA["id"], onB["id"]})
+        # A kernel of the other gateway says what its record tells, no more.
+        code, listed = await a.request("GET", "api/kernels")
+        [remote] = [k for k in listed if k["id"] == onB["id"]]
+        self.assertEqual(remote["name"], onB["name"])
+        self.assertEqual(remote["execution_state"], "unknown")
+
+    async def test_maxKernelsPerInstance(self):
+        """max_kernels counts the kernels of the gateway asked, not those of the cluster."""
+        _, a = await self.gateways.start("a", "--max-kernels=1")
+        _, b = await self.gateways.start("b", "--max-kernels=1")
+        await a.startKernel()
+        await b.startKernel()
+        code, body = await a.request("POST", "api/kernels", {})
+        self.assertEqual(code, 403, body)
+
+
+class EtcdDownTests(ClusterCase):
+    async def test_newStartsRefusedExistingKernelsServed(self):
+        """
+        With etcd stopped, a new start answers 503 saying the kernel store cannot be reached,
+        a kernel already running keeps answering; once etcd is back, kernels start again.
+        """
+        _, a = await self.gateways.start("a", "--lease-ttl=5")
+        model = await a.startKernel()
+        client = await a.connect(model["id"])
+        await client.execute("x = 41")
+        await self.etcd.stop()
+        code, body = await a.request("POST", "api/kernels", {})
+        self.assertEqual(code, 503, body)
+        self.assertIn("kernel store", body["message"])
+        self.assertIn("cannot be reached", body["message"])
+        self.assertEqual(stdout(await client.execute("print(x + 1)")), "42\n")
+        code, listed = await a.request("GET", "api/kernels")
+        self.assertEqual((code, [k["id"] for k in listed]), (200, [model["id"]]))
+        await self.etcd.start()
+        await a.startKernel()

@@ -122,7 +122,11 @@ def rebuildRecord(invalid: InvalidRecord, pid: int, connectionFile: str) -> Kern
 
 
 async def recoverRecords(
-    state: KernelStore, runtimeDir: str, specs: KernelSpecManager, clock: IReactorTime
+    state: KernelStore,
+    runtimeDir: str,
+    specs: KernelSpecManager,
+    clock: IReactorTime,
+    known: Callable[[str], bool] = lambda kernelId: False,
 ) -> list[KernelRecord]:
     """
     The records of the kernels left by an earlier gateway, to be adopted or cleaned up.
@@ -134,6 +138,8 @@ async def recoverRecords(
     L{AdoptedProcess.graceTime}.
     """
     records, invalid = await answer(state.read())
+    records = [record for record in records if not known(record.id)]
+    invalid = [rejected for rejected in invalid if not known(rejected.kernelId or "")]
     for record in records:
         if not isKernelProcess(record):
             for pid, connectionFile in kernelProcesses(record.id)[:1]:
@@ -192,6 +198,7 @@ async def adoptRecorded(
     clock: IReactorTime,
     connect: Callable[[Kernel], Deferred[None]],
     register: Callable[[Kernel], None],
+    known: Callable[[str], bool] = lambda kernelId: False,
 ) -> None:
     """
     Take over the kernels an earlier gateway recorded and that still run, under their ids;
@@ -199,8 +206,11 @@ async def adoptRecorded(
 
     @param connect: opens a kernel's channels and fires once it answers on them.
     @param register: makes an adopted kernel the registry's.
+    @param known: whether a kernel is this gateway's already: it is left alone.
     """
-    for record in await recoverRecords(store, runtimeDir, specs, clock):
+    for record in await recoverRecords(store, runtimeDir, specs, clock, known):
+        if known(record.id):
+            continue
         # Before anything else: a kernel of another gateway, alive, is left alone, whatever
         # this host sees of it (it may run elsewhere, or be starting).
         if not await answer(store.claim(record.id)):

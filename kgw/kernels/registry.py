@@ -25,6 +25,7 @@ from twisted.internet.defer import (
     succeed,
 )
 from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -112,6 +113,7 @@ class KernelRegistry(Service):
         self._inFlight = InFlight()
         self._prespawning: Deferred[None] = succeed(None)
         self._adopting: Deferred[None] = succeed(None)
+        self._sweep: LoopingCall | None = None
         self.pool: WarmPool | None = None
         if policy.warmKernels:
             names = policy.warmKernelNames or [policy.forceKernelName or self.defaultKernelName]
@@ -132,20 +134,32 @@ class KernelRegistry(Service):
             self._prespawning = self._prespawn(self.policy.prespawnCount)
         if self.store is not None:
             self.store.start()
-            adopting = adoptRecorded(
-                self.store,
-                self.launcher.runtimeDir,
-                self.specs,
-                self.clock,
-                self.launcher.connect,
-                self._register,
-            )
-            self._adopting = ensureDeferred(adopting).addErrback(
-                lambda f: log.failure("Adopting the recorded kernels failed", f)
-            )
+            self._adopting = self._adopt()
+            if self.store.sweepInterval:
+                # Kernels whose gateway is gone (its lease expired) are adopted here too.
+                self._sweep = LoopingCall(self._adopt)
+                self._sweep.clock = self.clock
+                self._sweep.start(self.store.sweepInterval, now=False)
         if self.pool is not None:
             self.pool.start()
         self.culler.start()
+
+    def _adopt(self) -> Deferred[None]:
+        """Adopt the recorded kernels no live gateway owns (this one's aside)."""
+        store = self.store
+        assert store is not None
+        adopting = adoptRecorded(
+            store,
+            self.launcher.runtimeDir,
+            self.specs,
+            self.clock,
+            self.launcher.connect,
+            self._register,
+            known=lambda kernelId: kernelId in self._kernels or store.owns(kernelId),
+        )
+        return ensureDeferred(adopting).addErrback(
+            lambda f: log.failure("Adopting the recorded kernels failed", f)
+        )
 
     def stopService(self) -> Deferred[None]:
         """
@@ -153,6 +167,8 @@ class KernelRegistry(Service):
         give up; then close ZeroMQ.
         """
         super().stopService()
+        if self._sweep is not None and self._sweep.running:
+            self._sweep.stop()
         self.culler.stop()
         self.launcher.stopLaunching()
         d = DeferredList(

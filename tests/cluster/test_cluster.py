@@ -1,11 +1,18 @@
-"""kgw daemons sharing one real etcd: one view of the cluster, and etcd gone."""
+"""kgw daemons sharing one real etcd: one view of the cluster, etcd gone, takeover."""
 
 from __future__ import annotations
 
+import time
+
+from twisted.internet import reactor
+from twisted.internet.task import deferLater
+from twisted.logger import Logger
 from twisted.trial.unittest import TestCase
 
 from tests.cluster.support import Etcd, Gateways
 from tests.support import stdout
+
+log = Logger()
 
 
 class ClusterCase(TestCase):
@@ -63,3 +70,38 @@ class EtcdDownTests(ClusterCase):
         self.assertEqual((code, [k["id"] for k in listed]), (200, [model["id"]]))
         await self.etcd.start()
         await a.startKernel()
+
+
+class TakeoverTests(ClusterCase):
+    async def test_killedOwnersKernelAdopted(self):
+        """
+        When the owner of a kernel is killed with SIGKILL, the other gateway adopts the kernel
+        once the owner's lease expires: same id, same process, variables intact.
+        """
+        ttl = 3
+        first, a = await self.gateways.start("a", f"--lease-ttl={ttl}")
+        _, b = await self.gateways.start("b", f"--lease-ttl={ttl}")
+        model = await a.startKernel()
+        client = await a.connect(model["id"])
+        await client.execute("x = 42")
+        [pid] = await self.gateways.crash(first)
+        killed = time.monotonic()
+        code, _ = await b.request("GET", f"api/kernels/{model['id']}")
+        self.assertEqual(code, 404, "adopted before the owner's lease expired")
+        while (await b.request("GET", f"api/kernels/{model['id']}"))[0] != 200:
+            self.assertLess(time.monotonic() - killed, ttl + 10, "never adopted")
+            await deferLater(reactor, 0.05)
+        adopted = time.monotonic() - killed
+        client = await b.connect(model["id"])
+        self.assertEqual(
+            stdout(await client.execute("import os; print(x, os.getpid())")), f"42 {pid}\n"
+        )
+        answered = time.monotonic() - killed
+        log.info(
+            "Takeover: adopted {adopted:.2f} s, first reply {answered:.2f} s after kill -9 "
+            "(lease TTL {ttl} s)",
+            adopted=adopted,
+            answered=answered,
+            ttl=ttl,
+        )
+        self.assertLess(answered, ttl + 2 + 1.5)

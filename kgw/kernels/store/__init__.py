@@ -25,6 +25,12 @@ Records = tuple[list[KernelRecord], list[InvalidRecord]]
 class KernelStore(Protocol):
     """Where the records of a gateway's kernels are kept."""
 
+    #: How often to look for kernels whose gateway is gone, to adopt them (none: at start only).
+    sweepInterval: float | None
+
+    def owns(self, kernelId: str) -> bool:
+        """Whether this gateway owns the kernel already (a sweep leaves it alone)."""
+
     def start(self) -> None:
         """Begin: a shared store takes this gateway's lease."""
 
@@ -61,7 +67,7 @@ async def answer(value: Awaitable[_T] | _T) -> _T:
     """The answer of a store's verb, whether given at once or later."""
     if isinstance(value, Deferred) or hasattr(value, "__await__"):
         return await cast(Awaitable[_T], value)
-    return cast(_T, value)
+    return value  # type: ignore[return-value]
 
 
 def recordOf(kernel: Kernel, connectionFile: str, handedOut: bool = True) -> KernelRecord:

@@ -79,6 +79,12 @@ class StateDirectory:
         self.path = os.path.join(path, "kernels")
         os.makedirs(self.path, mode=0o700, exist_ok=True)
 
+    # One gateway at a time: its kernels are adopted when it starts, never by a sweep.
+    sweepInterval = None
+
+    def owns(self, kernelId: str) -> bool:
+        return False
+
     def start(self) -> None:
         pass
 

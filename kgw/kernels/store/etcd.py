@@ -21,15 +21,16 @@ import base64
 import json
 from dataclasses import asdict
 from datetime import datetime, timezone
+from io import BytesIO
 from typing import Any
 from urllib.parse import urlsplit
 
-from twisted.internet.defer import Deferred, DeferredList, DeferredLock, ensureDeferred, succeed
+from twisted.internet.defer import Deferred, DeferredList, DeferredLock, ensureDeferred
 from twisted.internet.interfaces import IReactorTime
-from twisted.internet.task import LoopingCall
+from twisted.internet.task import Cooperator, LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web.client import Agent, HTTPConnectionPool, readBody
+from twisted.web.client import Agent, FileBodyProducer, HTTPConnectionPool, readBody
 from twisted.web.http_headers import Headers
 
 from kgw.errors import StoreUnavailable
@@ -91,6 +92,8 @@ class EtcdClient:
         self.timeout = timeout
         self.pool = pool if pool is not None else HTTPConnectionPool(reactor, persistent=True)
         self.agent = Agent(reactor, pool=self.pool)
+        # Bodies are written on this reactor, not on the global one.
+        self.cooperator = Cooperator(scheduler=lambda work: reactor.callLater(0, work))
 
     async def call(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         """
@@ -104,7 +107,7 @@ class EtcdClient:
                 b"POST",
                 url.encode(),
                 Headers({b"Content-Type": [b"application/json"]}),
-                _Body(json.dumps(body).encode()),
+                FileBodyProducer(BytesIO(json.dumps(body).encode()), cooperator=self.cooperator),
             )
             request.addTimeout(self.timeout, self.reactor)
             response = await request
@@ -118,7 +121,11 @@ class EtcdClient:
         except ValueError:
             answer = None
         if response.code != 200 or not isinstance(answer, dict):
-            message = answer.get("message") if isinstance(answer, dict) else content[:200]
+            message = (
+                answer.get("message")
+                if isinstance(answer, dict)
+                else content[:200].decode(errors="replace")
+            )
             raise StoreUnavailable(
                 f"The kernel store (etcd at {self.base}) answered {response.code}: {message}"
             )
@@ -126,27 +133,6 @@ class EtcdClient:
 
     def close(self) -> Deferred[None]:
         return self.pool.closeCachedConnections()
-
-
-class _Body:
-    """A request body of known bytes (Twisted's IBodyProducer)."""
-
-    def __init__(self, data: bytes) -> None:
-        self.data = data
-        self.length = len(data)
-
-    def startProducing(self, consumer: Any) -> Deferred[None]:
-        consumer.write(self.data)
-        return succeed(None)
-
-    def pauseProducing(self) -> None:
-        pass
-
-    def resumeProducing(self) -> None:
-        pass
-
-    def stopProducing(self) -> None:
-        pass
 
 
 class EtcdStore:
@@ -166,6 +152,7 @@ class EtcdStore:
         gatewayId: str,
         leaseTTL: float = 10.0,
         clock: IReactorTime | None = None,
+        sweepInterval: float = 1.0,
     ) -> None:
         host, port, self.prefix = parseStoreURL(url)
         self.clock: IReactorTime = clock if clock is not None else reactor
@@ -179,6 +166,8 @@ class EtcdStore:
         self._renewal: LoopingCall | None = None
         self._pending: set[Deferred[Any]] = set()
         self._leaseLock = DeferredLock()
+        #: How often kernels whose owner's lease expired are looked for, and adopted.
+        self.sweepInterval = sweepInterval
 
     def _key(self, kind: str, kernelId: str = "") -> str:
         return f"{self.prefix}/{kind}/{kernelId}"
@@ -258,6 +247,9 @@ class EtcdStore:
         await self.client.close()
 
     # The KernelStore interface
+
+    def owns(self, kernelId: str) -> bool:
+        return kernelId in self.owned
 
     def _value(self, record: KernelRecord) -> str:
         values = asdict(record)

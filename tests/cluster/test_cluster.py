@@ -9,8 +9,9 @@ from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from twisted.trial.unittest import TestCase
 
-from tests.cluster.support import Etcd, Gateways
-from tests.support import stdout
+from kgw.kernels.store.etcd import EtcdStore
+from tests.cluster.support import Etcd, Gateways, HAProxy
+from tests.support import GatewayClient, stdout
 
 log = Logger()
 
@@ -105,3 +106,29 @@ class TakeoverTests(ClusterCase):
             ttl=ttl,
         )
         self.assertLess(answered, ttl + 2 + 1.5)
+
+
+class BalancerTests(ClusterCase):
+    async def test_startsSpreadOverGateways(self):
+        """
+        Kernels started through HAProxy (round robin) are spread over both gateways, each owned
+        by the gateway that started it, and listed by both.
+        """
+        _, a = await self.gateways.start("a")
+        _, b = await self.gateways.start("b")
+        balancer = await HAProxy(self, [a.portNumber, b.portNumber]).start()
+        front = GatewayClient(self, balancer.port)
+        started = [(await front.startKernel())["id"] for _ in range(6)]
+        store = EtcdStore(reactor, self.etcd.storeURL(), "test")
+        self.addCleanup(store.client.close)
+        owners = await store.owners()
+        self.assertEqual(set(owners), set(started))
+        self.assertEqual(sorted(owners.values()), ["a"] * 3 + ["b"] * 3)
+        for gateway in (a, b, front):
+            code, listed = await gateway.request("GET", "api/kernels")
+            self.assertEqual(code, 200, listed)
+            self.assertEqual({k["id"] for k in listed}, set(started))
+        byGateway = {"a": a, "b": b}
+        for kernelId, owner in owners.items():
+            client = await byGateway[owner].connect(kernelId)
+            self.assertEqual(stdout(await client.execute("print(6 * 7)")), "42\n")

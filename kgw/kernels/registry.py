@@ -114,6 +114,8 @@ class KernelRegistry(Service):
         self._prespawning: Deferred[None] = succeed(None)
         self._adopting: Deferred[None] = succeed(None)
         self._sweep: LoopingCall | None = None
+        # Kernels taken over by another gateway: see release.
+        self._released: dict[str, Kernel] = {}
         self.pool: WarmPool | None = None
         if policy.warmKernels:
             names = policy.warmKernelNames or [policy.forceKernelName or self.defaultKernelName]
@@ -133,7 +135,7 @@ class KernelRegistry(Service):
         if self.policy.prespawnCount:
             self._prespawning = self._prespawn(self.policy.prespawnCount)
         if self.store is not None:
-            self.store.start()
+            self.store.start(self.release)
             self._adopting = self._adopt()
             if self.store.sweepInterval:
                 # Kernels whose gateway is gone (its lease expired) are adopted here too.
@@ -390,6 +392,21 @@ class KernelRegistry(Service):
         self.launcher.writeRecord(kernel)
         self.restarter.watch(kernel)
         log.info("Kernel {kernelId} started", kernelId=kernel.id)
+
+    def release(self, kernelId: str) -> None:
+        """
+        Stop serving a kernel another gateway took over (fencing): its clients are closed with
+        1012, so that they reconnect through the balancer, and its process is left alone.
+        """
+        kernel = self._kernels.pop(kernelId, None)
+        if kernel is None:
+            return
+        self.restarter.unwatch(kernel)
+        if kernel.channels is not None:
+            kernel.channels.close(1012, "kernel taken over by another gateway")
+        # Kept, never collected: jupyter_client's manager deletes the connection file then.
+        self._released[kernelId] = kernel
+        log.warn("Kernel {kernelId} is now served by another gateway", kernelId=kernelId)
 
     def interrupt(self, kernelId: str) -> Deferred[None]:
         """

@@ -10,7 +10,7 @@ await it through L{answer}.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol, TypeVar, cast
 
 from twisted.internet.defer import Deferred
@@ -31,8 +31,11 @@ class KernelStore(Protocol):
     def owns(self, kernelId: str) -> bool:
         """Whether this gateway owns the kernel already (a sweep leaves it alone)."""
 
-    def start(self) -> None:
-        """Begin: a shared store takes this gateway's lease."""
+    def start(self, lost: Callable[[str], None]) -> None:
+        """
+        Begin: a shared store takes this gateway's lease, and calls C{lost} with the id of
+        each kernel of this gateway that another gateway took over (this one's lease lapsed).
+        """
 
     def stop(self) -> Awaitable[None] | None:
         """End, once the records written are: a shared store gives up this gateway's lease."""
@@ -67,7 +70,7 @@ async def answer(value: Awaitable[_T] | _T) -> _T:
     """The answer of a store's verb, whether given at once or later."""
     if isinstance(value, Deferred) or hasattr(value, "__await__"):
         return await cast(Awaitable[_T], value)
-    return value  # type: ignore[return-value]
+    return value
 
 
 def recordOf(kernel: Kernel, connectionFile: str, handedOut: bool = True) -> KernelRecord:

@@ -85,7 +85,7 @@ class StateDirectory:
     def owns(self, kernelId: str) -> bool:
         return False
 
-    def start(self) -> None:
+    def start(self, lost: Callable[[str], None]) -> None:
         pass
 
     def stop(self) -> None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Callable
 from dataclasses import asdict
 from datetime import datetime, timezone
 from io import BytesIO
@@ -166,6 +167,7 @@ class EtcdStore:
         self._renewal: LoopingCall | None = None
         self._pending: set[Deferred[Any]] = set()
         self._leaseLock = DeferredLock()
+        self._lost: Callable[[str], None] = lambda kernelId: None
         #: How often kernels whose owner's lease expired are looked for, and adopted.
         self.sweepInterval = sweepInterval
 
@@ -174,8 +176,12 @@ class EtcdStore:
 
     # Lease
 
-    def start(self) -> None:
-        """Grant the lease now, and renew it every third of its TTL on the clock."""
+    def start(self, lost: Callable[[str], None] = lambda kernelId: None) -> None:
+        """
+        Grant the lease now, and renew it every third of its TTL on the clock; C{lost} is
+        called with each kernel another gateway took over while this one's lease had lapsed.
+        """
+        self._lost = lost
 
         def renew() -> Deferred[None]:
             return ensureDeferred(self.renew()).addErrback(
@@ -205,6 +211,7 @@ class EtcdStore:
                         "Kernel {kernelId} is now owned by another gateway", kernelId=kernelId
                     )
                     self.owned.discard(kernelId)
+                    self._lost(kernelId)
         except StoreUnavailable as e:
             log.warn("Cannot renew the lease in the kernel store: {error}", error=e)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 
 from twisted.internet import reactor
@@ -11,7 +13,7 @@ from twisted.trial.unittest import TestCase
 
 from kgw.kernels.store.etcd import EtcdStore
 from tests.cluster.support import Etcd, Gateways, HAProxy
-from tests.support import GatewayClient, stdout
+from tests.support import GatewayClient, childProcesses, isAlive, stdout, withTimeout
 
 log = Logger()
 
@@ -106,6 +108,39 @@ class TakeoverTests(ClusterCase):
             ttl=ttl,
         )
         self.assertLess(answered, ttl + 2 + 1.5)
+
+    async def test_pausedOwnerFenced(self):
+        """
+        An owner paused past its lease (SIGSTOP) whose kernel another gateway adopted stops
+        serving it when it resumes: its clients are closed with 1012, the kernel runs on, and
+        exactly one gateway owns it.
+        """
+        ttl = 3
+        first, a = await self.gateways.start("a", f"--lease-ttl={ttl}")
+        _, b = await self.gateways.start("b", f"--lease-ttl={ttl}")
+        model = await a.startKernel()
+        path = f"api/kernels/{model['id']}"
+        client = await a.connect(model["id"])
+        await client.execute("x = 42")
+        [pid] = childProcesses(first.pid)
+        os.kill(first.pid, signal.SIGSTOP)
+        self.addCleanup(lambda: first.ended.called or os.kill(first.pid, signal.SIGCONT))
+        paused = time.monotonic()
+        while (await b.request("GET", path))[0] != 200:
+            self.assertLess(time.monotonic() - paused, ttl + 10, "never adopted")
+            await deferLater(reactor, 0.05)
+        os.kill(first.pid, signal.SIGCONT)
+        code, reason = await withTimeout(client.closed)
+        self.assertEqual(code, 1012, reason)
+        self.assertEqual((await a.request("GET", path))[0], 404)
+        store = EtcdStore(reactor, self.etcd.storeURL(), "test")
+        self.addCleanup(store.client.close)
+        self.assertEqual(await store.owners(), {model["id"]: "b"})
+        self.assertTrue(isAlive(pid))
+        client = await b.connect(model["id"])
+        self.assertEqual(
+            stdout(await client.execute("import os; print(x, os.getpid())")), f"42 {pid}\n"
+        )
 
 
 class BalancerTests(ClusterCase):

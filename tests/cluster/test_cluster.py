@@ -142,6 +142,43 @@ class TakeoverTests(ClusterCase):
             stdout(await client.execute("import os; print(x, os.getpid())")), f"42 {pid}\n"
         )
 
+    async def test_bothKilledBothRestarted(self):
+        """
+        Both gateways killed with SIGKILL and started again under their ids: every kernel is
+        listed by both and answers on its owner, same process, variables intact.
+        """
+        first, a = await self.gateways.start("a", "--lease-ttl=3")
+        second, b = await self.gateways.start("b", "--lease-ttl=3")
+        kernels = {}
+        for value, gateway in ((1, a), (2, b)):
+            model = await gateway.startKernel()
+            client = await gateway.connect(model["id"])
+            await client.execute(f"x = {value}")
+            kernels[model["id"]] = value
+        pids = await self.gateways.crash(first) | await self.gateways.crash(second)
+        restarted = time.monotonic()
+        _, a = await self.gateways.start("a", "--lease-ttl=3")
+        _, b = await self.gateways.start("b", "--lease-ttl=3")
+        served = {}
+        for kernelId in kernels:
+            while kernelId not in served:
+                for gateway in (a, b):
+                    if (await gateway.request("GET", f"api/kernels/{kernelId}"))[0] == 200:
+                        served[kernelId] = gateway
+                self.assertLess(time.monotonic() - restarted, 30, "not adopted")
+                await deferLater(reactor, 0.05)
+        log.info("Both restarted: kernels adopted {s:.2f} s after", s=time.monotonic() - restarted)
+        for gateway in (a, b):
+            code, listed = await gateway.request("GET", "api/kernels")
+            self.assertEqual((code, {k["id"] for k in listed}), (200, set(kernels)))
+        answered = set()
+        for kernelId, value in kernels.items():
+            client = await served[kernelId].connect(kernelId)
+            output = stdout(await client.execute("import os; print(x, os.getpid())"))
+            self.assertEqual(int(output.split()[0]), value)
+            answered.add(int(output.split()[1]))
+        self.assertEqual(answered, pids)
+
 
 class BalancerTests(ClusterCase):
     async def test_startsSpreadOverGateways(self):

@@ -63,11 +63,14 @@ class EtcdStoreTests(TestCase):
         return store
 
     async def test_recordsRoundTrip(self):
-        """A record owned by one gateway is read back whole by another, and removed."""
+        """
+        A record is read back whole by its owner, listed by another gateway, and removed; a
+        gateway does not read the records of kernels another, alive, owns.
+        """
         first, second = self.store("a"), self.store("b")
         await first.own(record())
-        records, invalid = await second.read()
-        self.assertEqual((records, invalid), ([record()], []))
+        self.assertEqual(await first.read(), ([record()], []))
+        self.assertEqual(await second.read(), ([], []))
         [model] = await second.kernelModels()
         self.assertEqual((model["id"], model["name"]), (KERNEL, "python3"))
         self.assertEqual(await second.owners(), {KERNEL: "a"})
@@ -104,6 +107,21 @@ class EtcdStoreTests(TestCase):
             await deferLater(reactor, 0.1)
         self.assertEqual(await second.owners(), {KERNEL: "b"})
         self.assertFalse(await first.claim(KERNEL), "two gateways own one kernel")
+
+    async def test_restartedGatewayRebindsItsKernels(self):
+        """
+        A gateway restarted under the same id reads and claims its kernels at once, bound to
+        its new lease: they stay its own after the old lease expires.
+        """
+        first = self.store("a")
+        await first.own(record())
+        first._renewal.stop()  # crashed: its lease runs out on its own
+        again, other = self.store("a"), self.store("b")
+        self.assertEqual(await again.read(), ([record()], []))
+        self.assertTrue(await again.claim(KERNEL))
+        await deferLater(reactor, 3.5)  # past the first lease's TTL
+        self.assertFalse(await other.claim(KERNEL))
+        self.assertEqual(await other.owners(), {KERNEL: "a"})
 
     async def test_etcdDown(self):
         """With etcd stopped, owning a new kernel fails with a clear StoreUnavailable."""

@@ -368,10 +368,37 @@ class EtcdStore:
             self.owned.add(kernelId)
             return True
         current = _ownerIn(answer)
-        if current == self.gatewayId:
-            self.owned.add(kernelId)
-            return True
-        return False
+        if current is None or _unb64(current.get("value", "")) != self.gatewayId.encode():
+            return False
+        if current.get("lease") != lease:
+            # This gateway's, under the lease of an earlier run of it (restarted after a crash):
+            # bound to today's lease, unless it changed meanwhile.
+            rebound = await self.client.call(
+                "kv/txn",
+                {
+                    "compare": [
+                        {
+                            "key": owner,
+                            "target": "MOD",
+                            "result": "EQUAL",
+                            "mod_revision": current.get("mod_revision", "0"),
+                        }
+                    ],
+                    "success": [
+                        {
+                            "request_put": {
+                                "key": owner,
+                                "value": _b64(self.gatewayId),
+                                "lease": lease,
+                            }
+                        }
+                    ],
+                },
+            )
+            if not rebound.get("succeeded"):
+                return False
+        self.owned.add(kernelId)
+        return True
 
     async def _range(self, kind: str) -> list[tuple[str, bytes]]:
         """Every key under C{<prefix>/<kind>/}: its last part (a kernel id) and its value."""
@@ -386,11 +413,15 @@ class EtcdStore:
 
     async def read(self) -> tuple[list[KernelRecord], list[InvalidRecord]]:
         """
-        Every record: the usable ones, and the others (logged, left in place: another gateway
-        may read them too).
+        The records this gateway may adopt: those of its own kernels and of kernels no live
+        gateway owns; the usable ones, and the others (logged, left in place). A sweep costs
+        two reads, however many kernels other gateways own.
         """
+        owners = await self.owners()
         found, invalid = [], []
         for kernelId, value in await self._range("kernels"):
+            if owners.get(kernelId, self.gatewayId) != self.gatewayId:
+                continue  # another gateway's, alive
             try:
                 found.append(parseEtcdRecord(kernelId, value))
             except RecordError as e:
@@ -445,10 +476,11 @@ class EtcdStore:
         return models
 
 
-def _ownerIn(answer: dict[str, Any]) -> str | None:
+def _ownerIn(answer: dict[str, Any]) -> dict[str, Any] | None:
+    """The owner key read by a transaction's C{request_range}: value, lease, revisions."""
     for response in answer.get("responses", []):
         for kv in response.get("response_range", {}).get("kvs", []):
-            return _unb64(kv.get("value", "")).decode(errors="replace")
+            return kv  # type: ignore[no-any-return]
     return None
 
 

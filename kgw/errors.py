@@ -52,3 +52,7 @@ class KernelStartFailed(GatewayError):
 
 class StoreUnavailable(GatewayError):
     """The kernel store shared by several gateways (etcd) cannot be reached, or refuses."""
+
+
+class GatewayUnavailable(GatewayError):
+    """The gateway that owns a kernel cannot be reached to serve a request for it."""

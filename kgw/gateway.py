@@ -115,11 +115,33 @@ def buildGateway(
     return gateway
 
 
+def advertisedAddress(config: Config) -> str | None:
+    """
+    Where the other gateways sharing the kernel store reach this one: its ip (or, listening on
+    every address, its host name) and port. None when the port is chosen at start or the
+    listeners are --listen endpoints: requests are then never forwarded to this gateway.
+    """
+    if config.listen or not config.port:
+        return None
+    host = config.ip
+    if host in ("", "0.0.0.0", "::"):
+        host = socket.gethostname()
+    if ":" in host:
+        host = f"[{host}]"
+    return f"{'https' if config.certfile else 'http'}://{host}:{config.port}"
+
+
 def kernelStore(config: Config, reactor: Any) -> KernelStore | None:
     """The kernel store the settings name: etcd, else the state directory, else none."""
     if config.kernel_store:
         gatewayId = config.gateway_id or f"{socket.gethostname()}:{config.port}"
-        return EtcdStore(reactor, config.kernel_store, gatewayId, config.lease_ttl)
+        return EtcdStore(
+            reactor,
+            config.kernel_store,
+            gatewayId,
+            config.lease_ttl,
+            address=advertisedAddress(config),
+        )
     if config.state_dir:
         return StateDirectory(config.state_dir)
     return None

@@ -18,6 +18,7 @@ from kgw.api.websocket import ChannelsFactory, ChannelsResource
 from kgw.errors import Forbidden, InvalidRequest
 from kgw.http.errors import handleFailure, writeError
 from kgw.http.files import fileUnder, serveFile
+from kgw.http.forward import Forwarder, wasForwarded
 from kgw.kernels.registry import KernelRegistry
 
 JSON = b"application/json"
@@ -103,8 +104,10 @@ class GatewayAPI:
         channels: ChannelsFactory,
         baseURL: str = "/",
         listKernels: bool = False,
+        forwarder: Forwarder | None = None,
     ) -> None:
         self.kernels = kernels
+        self.forwarder = forwarder
         self.sessions = sessions
         self.channels = channels
         self.baseURL = baseURL
@@ -182,24 +185,49 @@ class GatewayAPI:
         request.setHeader(b"Location", f"{self.baseURL}api/kernels/{kernel.id}".encode())
         return respond(request, kernel.model(), 201)
 
+    async def _byOwner(self, request: IRequest, kernelId: str) -> bytes | None:
+        """
+        With a kernel store shared by several gateways: the answer of the gateway that owns
+        kernel C{kernelId}, when another does, to which the request is forwarded; else C{None}.
+        """
+        if self.forwarder is None or kernelId in self.kernels or wasForwarded(request):
+            return None
+        peer = await self.kernels.peerOf(kernelId)
+        if peer is None:
+            return None
+        owner, address = peer
+        return await self.forwarder.forward(request, address, owner)
+
     @app.route("/api/kernels/<kernel_id>", methods=["GET"], strict_slashes=False)
-    def kernel(self, request: IRequest, kernel_id: str) -> bytes:
+    async def kernel(self, request: IRequest, kernel_id: str) -> bytes:
+        forwarded = await self._byOwner(request, kernel_id)
+        if forwarded is not None:
+            return forwarded
         return respond(request, self.kernels.get(kernel_id).model())
 
     @app.route("/api/kernels/<kernel_id>", methods=["DELETE"], strict_slashes=False)
     async def deleteKernel(self, request: IRequest, kernel_id: str) -> bytes:
+        forwarded = await self._byOwner(request, kernel_id)
+        if forwarded is not None:
+            return forwarded
         await self.kernels.shutdownKernel(kernel_id)
         request.setResponseCode(204)
         return b""
 
     @app.route("/api/kernels/<kernel_id>/interrupt", methods=["POST"], strict_slashes=False)
     async def interrupt(self, request: IRequest, kernel_id: str) -> bytes:
+        forwarded = await self._byOwner(request, kernel_id)
+        if forwarded is not None:
+            return forwarded
         await self.kernels.interrupt(kernel_id)
         request.setResponseCode(204)
         return b""
 
     @app.route("/api/kernels/<kernel_id>/restart", methods=["POST"], strict_slashes=False)
     async def restart(self, request: IRequest, kernel_id: str) -> bytes:
+        forwarded = await self._byOwner(request, kernel_id)
+        if forwarded is not None:
+            return forwarded
         kernel = await self.kernels.restart(kernel_id)
         return respond(request, kernel.model())
 

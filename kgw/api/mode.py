@@ -12,6 +12,7 @@ from kgw.api.sessions import SessionRegistry
 from kgw.api.websocket import ChannelsFactory
 from kgw.config import Config
 from kgw.http.edge import Edge
+from kgw.http.forward import Forwarder
 from kgw.http.routes import RouteTemplates
 from kgw.kernels.registry import KernelRegistry
 from kgw.metrics import GatewayMetrics
@@ -33,6 +34,8 @@ def buildMode(
         ),
         baseURL=config.base_url,
         listKernels=config.list_kernels,
+        # With a shared kernel store, requests for another gateway's kernels go to it.
+        forwarder=Forwarder(clock) if config.kernel_store else None,
     )
     edge = Edge.fromConfig(
         api.app.resource(), config, routes=RouteTemplates(api.app.url_map), metrics=metrics

@@ -24,6 +24,7 @@ STATUS: dict[type[Exception], int] = {
     errors.NoSuchResource: 404,
     errors.KernelStartFailed: 500,
     errors.StoreUnavailable: 503,
+    errors.GatewayUnavailable: 502,
 }
 
 

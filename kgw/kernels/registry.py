@@ -235,6 +235,19 @@ class KernelRegistry(Service):
         known = {model["id"] for model in local}
         return local + [model for model in recorded if model["id"] not in known]
 
+    async def peerOf(self, kernelId: str) -> tuple[str, str] | None:
+        """
+        The id and address of another live gateway that owns kernel C{kernelId}, with a kernel
+        store shared by several; else (or if the store cannot be reached) C{None}.
+        """
+        if self.store is None or kernelId in self._kernels:
+            return None
+        try:
+            return await answer(self.store.peerOf(kernelId))
+        except StoreUnavailable as e:
+            log.warn("No owner found for kernel {kernelId}: {error}", kernelId=kernelId, error=e)
+            return None
+
     def get(self, kernelId: str) -> Kernel:
         """@raise NoSuchKernel: if no kernel has this id."""
         try:

@@ -204,3 +204,49 @@ class BalancerTests(ClusterCase):
         for kernelId, owner in owners.items():
             client = await byGateway[owner].connect(kernelId)
             self.assertEqual(stdout(await client.execute("print(6 * 7)")), "42\n")
+
+
+class ForwardingTests(ClusterCase):
+    async def test_kernelRequestsForwardedToOwner(self):
+        """
+        GET, interrupt, restart and DELETE of a kernel, sent to a gateway that does not own it,
+        are answered by its owner, the token passed on.
+        """
+        token = {"Authorization": ["token s3cret"]}
+        _, a = await self.gateways.start("a", "--auth-token=s3cret")
+        _, b = await self.gateways.start("b", "--auth-token=s3cret")
+        code, model = await a.request("POST", "api/kernels", {}, headers=token)
+        self.assertEqual(code, 201, model)
+        path = f"api/kernels/{model['id']}"
+        self.assertEqual((await b.request("GET", path))[0], 401)
+        code, seen = await b.request("GET", path, headers=token)
+        self.assertEqual(code, 200, seen)
+        self.assertEqual(seen["id"], model["id"])
+        self.assertNotEqual(seen["execution_state"], "unknown")
+        code, _ = await b.request("POST", f"{path}/interrupt", headers=token)
+        self.assertEqual(code, 204)
+        code, restarted = await b.request("POST", f"{path}/restart", headers=token)
+        self.assertEqual((code, restarted["id"]), (200, model["id"]))
+        # The forwarding cost: the same GET through the owner and through the other gateway.
+        timings = {}
+        for name, gateway in (("owner", a), ("other", b)):
+            began = time.monotonic()
+            for _ in range(50):
+                self.assertEqual((await gateway.request("GET", path, headers=token))[0], 200)
+            timings[name] = (time.monotonic() - began) / 50 * 1000
+        log.info(
+            "GET {path}: {owner:.2f} ms through the owner, {other:.2f} ms through the other",
+            path=path,
+            **timings,
+        )
+        code, _ = await b.request("DELETE", path, headers=token)
+        self.assertEqual(code, 204)
+        for gateway in (a, b):
+            self.assertEqual((await gateway.request("GET", path, headers=token))[0], 404)
+
+    async def test_unknownKernelNotForwarded(self):
+        """A kernel no gateway owns is answered 404 at once, by the gateway asked."""
+        await self.gateways.start("a")
+        _, b = await self.gateways.start("b")
+        code, body = await b.request("GET", "api/kernels/0b8d1c52-5f0e-4e7a-9d63-1a2b3c4d5e6f")
+        self.assertEqual(code, 404, body)

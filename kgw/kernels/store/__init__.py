@@ -59,6 +59,12 @@ class KernelStore(Protocol):
     def claim(self, kernelId: str) -> Awaitable[bool] | bool:
         """Make this gateway the owner of a recorded kernel, if no live gateway owns it."""
 
+    def peerOf(self, kernelId: str) -> Awaitable[tuple[str, str] | None] | tuple[str, str] | None:
+        """
+        The id and address (scheme, host, port) of the live gateway that owns a kernel, when
+        it is another gateway that can be reached; else C{None}.
+        """
+
     def kernelModels(self) -> Awaitable[list[dict[str, Any]]] | list[dict[str, Any]]:
         """
         The REST models of the kernels handed out by every gateway sharing the store (none

@@ -94,6 +94,9 @@ class StateDirectory:
     def kernelModels(self) -> list[dict[str, Any]]:
         return []
 
+    def peerOf(self, kernelId: str) -> None:
+        return None
+
     def own(self, record: KernelRecord) -> None:
         """A new kernel's record: a state directory serves one gateway, whose kernels are its."""
         self.write(record)

@@ -4,6 +4,8 @@ Under a prefix (C{/kgw} unless the store's URL names another):
 
   - C{<prefix>/kernels/<id>}: the kernel's record (kernelspec, pid, connection info,
     environment, working directory, provisioner, last activity), JSON;
+  - C{<prefix>/gateways/<gateway id>}: where that gateway can be reached (scheme, host and
+    port), bound to its lease: other gateways forward requests for its kernels there;
   - C{<prefix>/owners/<id>}: the id of the gateway that owns the kernel, bound to that gateway's
     lease. It is created in a transaction only if absent (C{create_revision == 0}), so two
     gateways can never both own a kernel; when a gateway stops renewing its lease (crashed,
@@ -154,12 +156,15 @@ class EtcdStore:
         leaseTTL: float = 10.0,
         clock: IReactorTime | None = None,
         sweepInterval: float = 1.0,
+        address: str | None = None,
     ) -> None:
         host, port, self.prefix = parseStoreURL(url)
         self.clock: IReactorTime = clock if clock is not None else reactor
         self.gatewayId = gatewayId
         self.leaseTTL = leaseTTL
         self.client = EtcdClient(reactor, host, port, timeout=max(1.0, min(5.0, leaseTTL / 2)))
+        #: Where other gateways reach this one (none: they cannot forward requests to it).
+        self.address = address
         #: The current lease's id, while this gateway holds one.
         self.lease: str | None = None
         #: The kernels this gateway owns: re-claimed under a new lease if the old one expired.
@@ -230,7 +235,15 @@ class EtcdStore:
     async def grant(self) -> str:
         """A new lease of C{leaseTTL} seconds, now this gateway's."""
         answer = await self.client.call("lease/grant", {"TTL": max(1, round(self.leaseTTL))})
-        self.lease = str(answer["ID"])
+        lease = str(answer["ID"])
+        if self.address is not None:
+            put = {
+                "key": _b64(self._key("gateways", self.gatewayId)),
+                "value": _b64(self.address),
+                "lease": lease,
+            }
+            await self.client.call("kv/put", put)
+        self.lease = lease
         log.info(
             "Gateway {gatewayId} holds lease {lease} in the kernel store ({ttl} s)",
             gatewayId=self.gatewayId,
@@ -441,6 +454,20 @@ class EtcdStore:
                 )
         return found, invalid
 
+    async def _value1(self, key: str) -> str | None:
+        answer = await self.client.call("kv/range", {"key": _b64(key)})
+        for kv in answer.get("kvs", []):
+            return _unb64(kv.get("value", "")).decode(errors="replace")
+        return None
+
+    async def peerOf(self, kernelId: str) -> tuple[str, str] | None:
+        """The id and address of the other live gateway that owns a kernel, if any."""
+        owner = await self._value1(self._key("owners", kernelId))
+        if owner is None or owner == self.gatewayId:
+            return None
+        address = await self._value1(self._key("gateways", owner))
+        return None if address is None else (owner, address)
+
     async def owners(self) -> dict[str, str]:
         """The owner of each owned kernel, by kernel id."""
         return {
@@ -480,7 +507,7 @@ def _ownerIn(answer: dict[str, Any]) -> dict[str, Any] | None:
     """The owner key read by a transaction's C{request_range}: value, lease, revisions."""
     for response in answer.get("responses", []):
         for kv in response.get("response_range", {}).get("kvs", []):
-            return kv  # type: ignore[no-any-return]
+            return kv
     return None
 
 

@@ -18,7 +18,7 @@ from kgw.api.websocket import ChannelsFactory, ChannelsResource
 from kgw.errors import Forbidden, InvalidRequest
 from kgw.http.errors import handleFailure, writeError
 from kgw.http.files import fileUnder, serveFile
-from kgw.http.forward import Forwarder, wasForwarded
+from kgw.http.forward import Forwarder, spliceTo, wasForwarded
 from kgw.kernels.registry import KernelRegistry
 
 JSON = b"application/json"
@@ -232,7 +232,13 @@ class GatewayAPI:
         return respond(request, kernel.model())
 
     @app.route("/api/kernels/<kernel_id>/channels", methods=["GET"], strict_slashes=False)
-    def channelsRoute(self, request: IRequest, kernel_id: str) -> Any:
+    async def channelsRoute(self, request: IRequest, kernel_id: str) -> Any:
+        if self.forwarder is not None and kernel_id not in self.kernels:
+            if not wasForwarded(request):
+                peer = await self.kernels.peerOf(kernel_id)
+                if peer is not None:
+                    owner, address = peer
+                    return await spliceTo(self.forwarder.reactor, address, owner)
         kernel = self.kernels.get(kernel_id)
         refusal = handshakeRefusal(request)
         if refusal is not None:

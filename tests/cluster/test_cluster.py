@@ -250,3 +250,22 @@ class ForwardingTests(ClusterCase):
         _, b = await self.gateways.start("b")
         code, body = await b.request("GET", "api/kernels/0b8d1c52-5f0e-4e7a-9d63-1a2b3c4d5e6f")
         self.assertEqual(code, 404, body)
+
+    async def test_websocketSplicedToOwner(self):
+        """
+        A kernel's websocket opened on a gateway that does not own it reaches the kernel
+        through its owner, in either protocol, the token passed on.
+        """
+        token = {"Authorization": "token s3cret"}
+        _, a = await self.gateways.start("a", "--auth-token=s3cret")
+        _, b = await self.gateways.start("b", "--auth-token=s3cret")
+        code, model = await a.request(
+            "POST", "api/kernels", {}, headers={"Authorization": ["token s3cret"]}
+        )
+        self.assertEqual(code, 201, model)
+        for v1 in (False, True):
+            client = await b.connect(model["id"], v1=v1, headers=token)
+            self.assertEqual(stdout(await client.execute("print(6 * 7)")), "42\n")
+            await client.disconnect()
+        with self.assertRaises(ConnectionError):
+            await b.connect(model["id"])

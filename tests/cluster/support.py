@@ -178,7 +178,7 @@ class HAProxy:
 
     def configuration(self) -> str:
         servers = "".join(
-            f"    server kgw{n} 127.0.0.1:{port} check inter 1s\n"
+            f"    server kgw{n} 127.0.0.1:{port} check inter 500ms fall 2 rise 1\n"
             for n, port in enumerate(self.backends)
         )
         return (
@@ -186,6 +186,10 @@ class HAProxy:
             "    maxconn 1000\n"
             "defaults\n"
             "    mode http\n"
+            # A gateway that refuses connections (killed) is skipped at once, its request
+            # sent to another.
+            "    option redispatch\n"
+            "    retries 3\n"
             "    timeout connect 5s\n"
             "    timeout client 1h\n"
             "    timeout server 1h\n"

@@ -269,3 +269,51 @@ class ForwardingTests(ClusterCase):
             await client.disconnect()
         with self.assertRaises(ConnectionError):
             await b.connect(model["id"])
+
+    async def test_ownerKilledClientReconnectsThroughBalancer(self):
+        """
+        While a client runs code on a kernel through HAProxy, its owner is killed with SIGKILL:
+        the client reconnects through the balancer, the other gateway claims the kernel within
+        the lease TTL plus 2 s and adopts it, same process, and the code's effect is there
+        (x reads 43).
+        """
+        ttl = 3
+        first, a = await self.gateways.start("a", f"--lease-ttl={ttl}")
+        second, b = await self.gateways.start("b", f"--lease-ttl={ttl}")
+        balancer = await HAProxy(self, [a.portNumber, b.portNumber]).start()
+        front = GatewayClient(self, balancer.port)
+        model = await front.startKernel()
+        path = f"api/kernels/{model['id']}"
+        store = EtcdStore(reactor, self.etcd.storeURL(), "test")
+        self.addCleanup(store.client.close)
+        owner = first if (await store.owners())[model["id"]] == "a" else second
+        [pid] = childProcesses(owner.pid)
+        client = await front.connect(model["id"])
+        await client.execute("x = 42")
+        client.send("execute_request", {"code": "import time; time.sleep(5); x += 1"})
+        await client.next(lambda m: m["header"]["msg_type"] == "execute_input")
+        await self.gateways.crash(owner)
+        killed = time.monotonic()
+        await withTimeout(client.closed)
+        survivor = "b" if owner is first else "a"
+        while (await store.owners()).get(model["id"]) != survivor:
+            self.assertLess(time.monotonic() - killed, ttl + 10, "never claimed")
+            await deferLater(reactor, 0.05)
+        claimed = time.monotonic() - killed
+        # Adopted once it answers on shell: after the sleep it runs.
+        while (await front.request("GET", path))[0] != 200:
+            self.assertLess(time.monotonic() - killed, ttl + 20, "never adopted")
+            await deferLater(reactor, 0.05)
+        adopted = time.monotonic() - killed
+        client = await front.connect(model["id"])
+        output = stdout(await client.execute("import os; print(x, os.getpid())"))
+        log.info(
+            "Through HAProxy: claimed {claimed:.2f} s, adopted {adopted:.2f} s, first reply "
+            "{answered:.2f} s after kill -9 (lease TTL {ttl} s; the kernel sleeps 5 s)",
+            claimed=claimed,
+            adopted=adopted,
+            answered=time.monotonic() - killed,
+            ttl=ttl,
+        )
+        self.assertEqual(output, f"43 {pid}\n")
+        self.assertLess(claimed, ttl + 2)

@@ -130,7 +130,8 @@ async def recoverRecords(
     """
     records, invalid = state.read()
     for record in records:
-        if not isKernelProcess(record):
+        # A remote kernel is no process here: its provisioner finds it (KernelProcess.adopt).
+        if record.provisionerInfo is None and not isKernelProcess(record):
             for pid, connectionFile in kernelProcesses(record.id)[:1]:
                 log.warn(
                     "Kernel {kernelId} runs as process {pid}, not {recorded} as recorded",

@@ -227,6 +227,20 @@ class KernelChannels:
         if self._caller is not None:
             self._caller.release()
 
+    def follow(self, info: dict[str, Any]) -> None:
+        """
+        Reconnect every socket to the kernel at C{info}: a remote kernel that restarted may
+        listen on other ports, even on another host. Nothing changes for the same addresses.
+        """
+        if all(address(info, c) == address(self.info, c) for c in (*CLIENT_CHANNELS, "iopub")):
+            return
+        self.info = info
+        self._iopub.moveTo(address(info, "iopub"))
+        for channels in self._allClientChannels():
+            channels.follow(info)
+        if self._caller is not None:
+            self._caller.follow(info)
+
     def _allClientChannels(self) -> list[ClientChannels]:
         return [*self.clients.values(), *(channels for _, channels, _ in self.buffers.values())]
 
@@ -367,6 +381,11 @@ class ClientChannels:
     def release(self) -> None:
         for socket in self._sockets.values():
             socket.release()
+
+    def follow(self, info: dict[str, Any]) -> None:
+        """Reconnect this client's sockets to the kernel at C{info}."""
+        for channel, socket in self._sockets.items():
+            socket.moveTo(address(info, channel))
 
     def _received(self, channel: str, frames: list[bytes]) -> None:
         try:

@@ -52,6 +52,10 @@ class KernelCaller:
         if channels.held:
             self._shell.hold()
 
+    def follow(self, info: dict[str, Any]) -> None:
+        """Reconnect to the kernel at C{info} (see L{KernelChannels.follow})."""
+        self._shell.moveTo(address(info, "shell"))
+
     def execute(
         self,
         code: str,

@@ -42,12 +42,14 @@ from kgw.errors import (
     KernelStartFailed,
     NoSuchKernel,
     NoSuchKernelSpec,
+    ProvisionerNotInstalled,
 )
 from kgw.kernels.adoption import recoverRecords
 from kgw.kernels.buffering import BufferLimits
 from kgw.kernels.channels import KernelChannels
 from kgw.kernels.pool import WarmPool, environmentCode
 from kgw.kernels.process import AdoptedProcess, KernelProcess
+from kgw.kernels.provisioners import checkSpecs, missingProvisioner, useThreadedLaunches
 from kgw.kernels.seed import Seed, SeedFailed
 from kgw.kernels.state import KernelRecord, StateDirectory, endProcess, isKernelProcess
 from kgw.metrics import GatewayMetrics
@@ -188,6 +190,8 @@ class KernelRegistry(Service):
         # Each websocket holds three DEALER sockets: ZeroMQ's default of 1023 sockets is too few.
         self._zmq.context.max_sockets = 65536
         self._stopping = False
+        useThreadedLaunches()
+        checkSpecs(self.specs)
         if self.prespawnCount:
             self._prespawning = self._prespawn(self.prespawnCount)
         if self.state is not None:
@@ -276,6 +280,9 @@ class KernelRegistry(Service):
         try:
             spec = self.specs.get_kernel_spec(name)
         except (_NoSuchSpec, KeyError, ValueError):
+            provisioner = missingProvisioner(self.specs, name)
+            if provisioner is not None:
+                raise ProvisionerNotInstalled(name, provisioner) from None
             raise NoSuchKernelSpec(name) from None
         return spec.to_dict(), spec.resource_dir
 
@@ -600,6 +607,9 @@ class KernelRegistry(Service):
         kernel.busyWith = "restarting"
         try:
             await kernel.process.restart(now=now)
+            if kernel.channels is not None:
+                # A remote kernel may come back on other ports, even another host.
+                kernel.channels.follow(kernel.process.connectionInfo)
             self._writeRecord(kernel)
             # The new process's own statuses come before iopub is subscribed again: the
             # gateway tells clients, and the REST model, what they would have said.
@@ -658,6 +668,7 @@ class KernelRegistry(Service):
             kernel.launchEnv,
             kernel.cwd,
             handedOut,
+            getattr(kernel.process, "provisionerInfo", None),
         )
         try:
             self.state.write(record)
@@ -680,6 +691,9 @@ class KernelRegistry(Service):
         """
         assert self.state is not None
         for record in await recoverRecords(self.state, self.runtimeDir, self.specs, self.clock):
+            if record.provisionerInfo is not None:
+                await self._adoptRemote(record)
+                continue
             if not record.handedOut or not isKernelProcess(record):
                 if isKernelProcess(record):
                     endProcess(record.pid, signal.SIGKILL)
@@ -689,20 +703,42 @@ class KernelRegistry(Service):
                         os.unlink(path)
                 self.state.remove(record.id)
                 continue
-            kernel = Kernel(record.id, record.name, AdoptedProcess(record, self.specs, self.clock))
-            kernel.launchEnv, kernel.cwd = record.env, record.cwd
-            try:
-                await self._connect(kernel)
-            except Exception:
-                log.failure("Kernel {kernelId} could not be adopted", kernelId=record.id)
-                if kernel.channels is not None:
-                    kernel.channels.close(1011, "kernel could not be adopted")
-                await kernel.process.shutdown(now=True)
-                self.state.remove(record.id)
-                continue
-            kernel.executionState = "idle"
-            self._register(kernel)
-            log.info("Adopted kernel {kernelId} ({name})", kernelId=record.id, name=record.name)
+            process = AdoptedProcess(record, self.specs, self.clock)
+            await self._adoptProcess(record, process)
+
+    async def _adoptRemote(self, record: KernelRecord) -> None:
+        """Take over a remote kernel through its provisioner, or forget it if it is gone."""
+        assert self.state is not None
+        try:
+            process = await KernelProcess.adopt(record, self.specs)
+        except Exception:
+            log.failure("Remote kernel {kernelId} could not be found again", kernelId=record.id)
+            process = None
+        if process is None or not record.handedOut:
+            if process is not None:
+                await process.shutdown(now=True)
+            log.info("Cleaning up after remote kernel {kernelId}", kernelId=record.id)
+            self.state.remove(record.id)
+            return
+        await self._adoptProcess(record, process)
+
+    async def _adoptProcess(self, record: KernelRecord, process: Any) -> None:
+        """Open the channels of a kernel found again, and register it once it answers."""
+        assert self.state is not None
+        kernel = Kernel(record.id, record.name, process)
+        kernel.launchEnv, kernel.cwd = record.env, record.cwd
+        try:
+            await self._connect(kernel)
+        except Exception:
+            log.failure("Kernel {kernelId} could not be adopted", kernelId=record.id)
+            if kernel.channels is not None:
+                kernel.channels.close(1011, "kernel could not be adopted")
+            await kernel.process.shutdown(now=True)
+            self.state.remove(record.id)
+            return
+        kernel.executionState = "idle"
+        self._register(kernel)
+        log.info("Adopted kernel {kernelId} ({name})", kernelId=record.id, name=record.name)
 
     def whenAdopted(self) -> Deferred[None]:
         """Fire once the kernels of the state directory are adopted or cleaned up."""

@@ -1,0 +1,131 @@
+"""gateway_provisioners' C{DistributedProvisioner}, made fit for a gateway that must not freeze.
+
+Upstream, a kernel is launched on a remote host over SSH with paramiko, called straight from
+the event loop: every launch stops the gateway for the length of an SSH handshake (or, for a
+host that does not answer, for as long as the TCP stack keeps trying). And each poll, signal or
+shutdown of a kernel connects to its launcher's listener with no deadline, so a host that went
+away stalls whatever asked. This subclass keeps everything else of upstream and changes three
+things:
+
+ - the blocking SSH launch runs on a thread, bounded by the launch timeout;
+ - a talk with a launcher's listener gives up after C{listener_timeout} seconds; the host is
+   then taken as unreachable and its kernel as gone;
+ - a restarted kernel stays on its host, and a kernel whose host is unreachable is not
+   restarted at all (the gateway then declares it dead rather than trying in vain).
+
+It is imported only when gateway_provisioners is installed (C{pip install kgw[cluster]});
+L{kgw.kernels.provisioners} puts it in place of upstream's class for the kernelspecs that name
+C{distributed-provisioner}.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from typing import Any
+
+from gateway_provisioners.distributed import DistributedProvisioner as _Upstream
+from gateway_provisioners.remote_provisioner import RemoteProvisionerBase
+from traitlets import Float
+
+
+class DistributedProvisioner(_Upstream):
+    """Kernels on SSH hosts, launched off the event loop."""
+
+    listener_timeout = Float(
+        3.0,
+        config=True,
+        help="Seconds a poll, signal or shutdown request to a kernel's launcher may take; "
+        "past them the kernel's host is taken as unreachable.",
+    )
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        #: Set once the launcher's listener did not answer in time.
+        self.unreachable = False
+
+    async def launch_kernel(self, cmd: list[str], **kwargs: Any) -> dict[str, Any]:
+        env = dict(kwargs.get("env") or {})
+        restarting = bool(self.assigned_host)
+        if restarting:
+            if self.unreachable:
+                raise RuntimeError(
+                    f"Kernel {self.kernel_id} is not restarted: its host "
+                    f"{self.assigned_host} does not answer"
+                )
+            env["KERNEL_REMOTE_HOST"] = self.assigned_host
+        self.kernel_log = None
+        self.assigned_host = self._determine_next_host(env)
+        host = self.assigned_host
+        loop = asyncio.get_running_loop()
+        try:
+            self.ip = await loop.run_in_executor(None, socket.gethostbyname, host)
+        except OSError as e:
+            raise RuntimeError(f"Cannot start a kernel on host {host}: {e}") from e
+        self.assigned_ip = self.ip
+        launch = RemoteProvisionerBase._scrub_kwargs(kwargs)
+        # On a thread: paramiko blocks for the whole handshake and the remote command. A thread
+        # still waiting on a host that does not answer ends when its TCP connect gives up.
+        work = loop.run_in_executor(None, lambda: self._launch_remote_process(cmd, **launch))
+        try:
+            pid = await asyncio.wait_for(work, self.launch_timeout)
+            self.pid = int(pid)
+        except asyncio.TimeoutError:
+            raise RuntimeError(
+                f"Cannot start a kernel on host {host}: no SSH answer within "
+                f"{self.launch_timeout} s"
+            ) from None
+        except Exception as e:
+            raise RuntimeError(f"Cannot start a kernel on host {host}: {e}") from e
+        self.unreachable = False
+        self.log_kernel_launch(cmd)
+        await self.confirm_remote_startup()
+        return self.connection_info
+
+    def _determine_next_host(self, env_dict: dict[str, Any]) -> str:
+        """
+        The host of the next kernel: C{KERNEL_REMOTE_HOST} if set, else by the load balancing
+        algorithm over this kernelspec's C{remote_hosts}. (Upstream's least-connection choice
+        fails on its first kernel, its count of hosts never being filled, and would pick among
+        the hosts of every kernelspec.)
+        """
+        tracker = _Upstream.kernel_on_host
+        pinned = env_dict.get("KERNEL_REMOTE_HOST")
+        if pinned:
+            host = pinned
+        elif self.least_connection:
+            counts = tracker._host_kernels
+            host = min(self.remote_hosts, key=lambda h: counts.get(h, 0))
+        else:
+            host = self.remote_hosts[_Upstream.host_index % len(self.remote_hosts)]
+            _Upstream.host_index += 1
+        if self.least_connection:
+            tracker.add_kernel_id(host, self.kernel_id)
+        return host
+
+    async def _send_listener_request(
+        self, request: dict[str, Any], shutdown_socket: bool | None = False
+    ) -> None:
+        try:
+            await asyncio.wait_for(
+                super()._send_listener_request(request, shutdown_socket), self.listener_timeout
+            )
+        except asyncio.TimeoutError:
+            self.unreachable = True
+            raise TimeoutError(
+                f"host {self.assigned_host} did not answer within {self.listener_timeout} s"
+            ) from None
+
+    async def kill(self, restart: bool = False) -> None:
+        if self.unreachable:
+            return  # nothing reaches the process: it is given up for gone
+        await super().kill(restart)
+
+    async def send_signal(self, signum: int) -> None:
+        if not self.unreachable:
+            await super().send_signal(signum)
+
+    async def poll(self) -> int | None:
+        if self.unreachable and self.comm_port > 0:
+            return 1
+        return await super().poll()

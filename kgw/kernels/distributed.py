@@ -26,7 +26,67 @@ from typing import Any
 
 from gateway_provisioners.distributed import DistributedProvisioner as _Upstream
 from gateway_provisioners.remote_provisioner import RemoteProvisionerBase
+from gateway_provisioners.response_manager import ResponseManager
 from traitlets import Float
+from twisted.logger import Logger
+
+log = Logger()
+
+#: The most a launcher may send on the response socket (its encrypted connection info).
+MAX_RESPONSE = 64 * 1024
+
+
+def serveResponses() -> ResponseManager:
+    """
+    The response manager, where kernel launchers send their connection info, made to wait for
+    them without blocking the event loop.
+
+    Upstream polls its socket every 0.1 ms, each poll blocking the loop for up to
+    C{GP_SOCKET_TIMEOUT} (10 ms): the gateway would answer every request tens of milliseconds
+    late while any remote kernel is configured. Here the socket is non-blocking and an asyncio
+    accept loop reads each launcher's response. Making the manager (an RSA key pair, a bound
+    socket) takes a while too: call this at start-up.
+    """
+    manager = ResponseManager.instance()
+    if getattr(manager, "_kgwServing", False):
+        return manager
+    manager._kgwServing = True
+    if manager._connection_processor is not None:
+        manager._connection_processor.stop()
+    listening = manager._response_socket
+    listening.setblocking(False)
+    loop = asyncio.get_event_loop()
+
+    async def receive(connection: socket.socket) -> None:
+        data = b""
+        try:
+            while len(data) <= MAX_RESPONSE:
+                chunk = await loop.sock_recv(connection, 4096)
+                if not chunk:
+                    manager._post_connection(manager._decode_payload(data.decode("utf-8")))
+                    return
+                data += chunk
+            log.warn("A kernel launcher's response was too long; dropped")
+        except Exception as e:
+            log.warn("A kernel launcher's response was unusable: {error}", error=e)
+        finally:
+            connection.close()
+
+    receiving: set[asyncio.Future[None]] = set()
+
+    async def accept() -> None:
+        while manager._response_socket is listening:
+            try:
+                connection, _ = await loop.sock_accept(listening)
+            except OSError:
+                return  # closed by stop_response_manager
+            connection.setblocking(False)
+            task = asyncio.ensure_future(receive(connection))
+            receiving.add(task)
+            task.add_done_callback(receiving.discard)
+
+    manager._kgwAccepting = asyncio.ensure_future(accept())
+    return manager
 
 
 class DistributedProvisioner(_Upstream):
@@ -40,6 +100,7 @@ class DistributedProvisioner(_Upstream):
     )
 
     def __init__(self, **kwargs: Any) -> None:
+        serveResponses()
         super().__init__(**kwargs)
         #: Set once the launcher's listener did not answer in time.
         self.unreachable = False

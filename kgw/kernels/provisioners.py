@@ -65,17 +65,29 @@ def missingProvisioner(specs: KernelSpecManager, name: str) -> str | None:
     return wanted if wanted is not None and not isInstalled(wanted) else None
 
 
-def useThreadedLaunches() -> bool:
+def useThreadedLaunches(specs: KernelSpecManager) -> bool:
     """
     Make kernelspecs naming C{distributed-provisioner} get kgw's subclass, when
-    gateway_provisioners is installed; whether it was.
+    gateway_provisioners is installed; whether it was. When a kernelspec names it, its
+    module is imported and its response socket made now, at start-up, rather than by the first
+    start (both take a while, on the event loop).
     """
     if not isInstalled(DISTRIBUTED):
         return False
     factory = KernelProvisionerFactory.instance()
-    factory.provisioners[DISTRIBUTED] = EntryPoint(
-        DISTRIBUTED, _THREADED, KernelProvisionerFactory.GROUP_NAME
-    )
+    entry = EntryPoint(DISTRIBUTED, _THREADED, KernelProvisionerFactory.GROUP_NAME)
+    factory.provisioners[DISTRIBUTED] = entry
+    for directory in specs.find_kernel_specs().values():
+        try:
+            spec = KernelSpec.from_resource_dir(directory)
+        except (OSError, ValueError):
+            continue
+        if provisionerName(spec) == DISTRIBUTED:
+            entry.load()
+            from kgw.kernels.distributed import serveResponses
+
+            serveResponses()
+            break
     return True
 
 

@@ -190,7 +190,7 @@ class KernelRegistry(Service):
         # Each websocket holds three DEALER sockets: ZeroMQ's default of 1023 sockets is too few.
         self._zmq.context.max_sockets = 65536
         self._stopping = False
-        useThreadedLaunches()
+        useThreadedLaunches(self.specs)
         checkSpecs(self.specs)
         if self.prespawnCount:
             self._prespawning = self._prespawn(self.prespawnCount)

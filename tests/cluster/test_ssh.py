@@ -5,10 +5,12 @@ sshd processes in network namespaces (L{tests.cluster.hosts}), kgw's REST API an
 
 from __future__ import annotations
 
-import asyncio
+import json
+import os
+import subprocess
+import sys
 import time
 
-import treq
 from twisted.internet.defer import Deferred, gatherResults
 
 from tests.cluster.support import SPEC, ClusterCase, writeSpec
@@ -106,37 +108,63 @@ class SSHKernelTests(ClusterCase):
         self.assertEqual(self.hostOfKernel(gateway, model["id"]).address, second)
 
 
+# A client of its own: it times GET /api every 20 ms until told to stop, then prints the times.
+PROBE = """
+import json, os, sys, time, urllib.request
+url, started, stop = sys.argv[1:]
+latencies = []
+while not os.path.exists(stop):
+    sent = time.monotonic()
+    urllib.request.urlopen(url, timeout=10).read()
+    latencies.append(time.monotonic() - sent)
+    if len(latencies) == 1:
+        open(started, "w").close()
+    time.sleep(0.02)
+print(json.dumps(latencies[1:]))
+"""
+
+
 class ResponsivenessTests(ClusterCase):
     """The gateway answers while remote kernels start over SSH."""
 
     async def test_apiAnswersDuringRemoteStarts(self):
         """
-        While three remote kernels start, each GET /api is answered within 100 ms; and the
-        start of a remote kernel is timed next to a local one's.
+        While three remote kernels start, GET /api, asked every 20 ms by a client process of
+        its own, is answered within 100 ms (19 times in 20, and always within 500 ms: a machine
+        this busy may hold any process back now and then; an SSH launch on the event loop
+        would stall it for seconds). A remote start is timed next to a local one's.
         """
         writeSpec(self.kernelsDir, self.cluster.addresses)
         gateway = await RunningGateway(self, registryArguments={"specs": self.specs()}).start()
+        started = os.path.join(self.workdir, "client-started")
+        stop = os.path.join(self.workdir, "client-stop")
+        client = subprocess.Popen(
+            [sys.executable, "-c", PROBE, gateway.url("api"), started, stop],
+            stdout=subprocess.PIPE,
+        )
+        self.addCleanup(client.wait)
+        self.addCleanup(client.kill)
+        await self.waitFor(lambda: os.path.exists(started), "the client's first answer")
         starts = gatherResults(
             [Deferred.fromCoroutine(gateway.startKernel(name=SPEC)) for _ in range(3)]
         )
-        latencies = []
-        while not starts.called:
-            sent = time.monotonic()
-            response = await treq.get(gateway.url("api"), pool=gateway.pool)
-            await response.content()
-            latencies.append(time.monotonic() - sent)
-            await Deferred.fromFuture(asyncio.ensure_future(asyncio.sleep(0.02)))
         await withTimeout(starts, 120)
-        self.assertGreater(len(latencies), 5)
-        self.assertLess(max(latencies), 0.1, f"GET /api latencies: {sorted(latencies)[-5:]}")
+        open(stop, "w").close()
+        await self.waitFor(lambda: client.poll() is not None, "the client's end")
+        latencies = sorted(json.loads(client.stdout.read()))
+        self.assertGreater(len(latencies), 10)
+        slow = [round(x * 1000) for x in latencies if x >= 0.1]
+        self.assertLessEqual(len(slow), len(latencies) // 20, f"answers over 100 ms: {slow}")
+        self.assertLess(latencies[-1], 0.5, f"answers over 100 ms: {slow}")
         # Measured for the record: a remote start next to a local one, each up to its first
         # execute_reply.
         remote = await self.timedStart(gateway, SPEC)
         local = await self.timedStart(gateway, "python3")
         print(
             f"\nkernel start to first reply: remote (SSH host) {remote:.2f} s, local "
-            f"{local:.2f} s; GET /api during 3 remote starts: max "
-            f"{max(latencies) * 1000:.1f} ms over {len(latencies)} requests"
+            f"{local:.2f} s; GET /api during 3 remote starts: median "
+            f"{latencies[len(latencies) // 2] * 1000:.1f} ms, max {latencies[-1] * 1000:.1f} ms "
+            f"over {len(latencies)} requests"
         )
 
     async def timedStart(self, gateway: RunningGateway, name: str) -> float:

@@ -85,7 +85,17 @@ def serveResponses() -> ResponseManager:
             receiving.add(task)
             task.add_done_callback(receiving.discard)
 
-    manager._kgwAccepting = asyncio.ensure_future(accept())
+    accepting = asyncio.ensure_future(accept())
+    stopResponseManager = manager.stop_response_manager
+
+    def stop() -> None:
+        # Before the socket is closed: its descriptor may be reused at once.
+        if manager._response_socket is listening:
+            loop.remove_reader(listening.fileno())
+            accepting.cancel()
+        stopResponseManager()
+
+    manager.stop_response_manager = stop
     return manager
 
 

@@ -57,11 +57,18 @@ class KernelProcess:
         self.provisionerInfo = await provisionerInfo(self.manager)
 
     @classmethod
-    async def adopt(cls, record: KernelRecord, specs: KernelSpecManager) -> KernelProcess | None:
+    def adopt(
+        cls, record: KernelRecord, specs: KernelSpecManager
+    ) -> Deferred[KernelProcess | None]:
         """
         The process of a remote kernel an earlier gateway recorded, found again through its
         provisioner; C{None} if it is gone.
         """
+        # An asyncio task: provisioners use asyncio (wait_for, sock_connect) in their polls.
+        return fromCoroutine(cls._adopt(record, specs), shield=True)
+
+    @classmethod
+    async def _adopt(cls, record: KernelRecord, specs: KernelSpecManager) -> KernelProcess | None:
         assert record.provisionerInfo is not None
         process = cls(record.name, specs, record.connectionFile)
         launch: dict[str, Any] = {"env": record.env, "independent": True}

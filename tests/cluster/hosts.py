@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -114,9 +113,25 @@ class TestHost:
         # sshd insists on its privilege separation directory, as the Debian service makes it.
         os.makedirs("/run/sshd", mode=0o755, exist_ok=True)
         log = open(os.path.join(self.directory, "sshd.log"), "wb")
-        # `ip netns exec` enters the namespace and execs sshd: the pid is sshd's own.
+        # A PID namespace of its own too, as on another machine: a kernel's pid there means
+        # nothing here. When sshd, its first process, ends, the kernel ends every process in it.
         self.sshd = subprocess.Popen(
-            ["ip", "netns", "exec", self.namespace, SSHD, "-D", "-e", "-f", config],
+            [
+                "unshare",
+                "--pid",
+                "--fork",
+                "--kill-child",
+                "--mount-proc",
+                "ip",
+                "netns",
+                "exec",
+                self.namespace,
+                SSHD,
+                "-D",
+                "-e",
+                "-f",
+                config,
+            ],
             stdout=log,
             stderr=subprocess.STDOUT,
         )
@@ -156,8 +171,21 @@ class TestHost:
         return {int(pid) for pid in result.stdout.split()}
 
     def kernelPids(self) -> set[int]:
-        """The processes of this host other than its sshd: the kernels and their launchers."""
-        return self.pids() - ({self.sshd.pid} if self.sshd is not None else set())
+        """
+        The processes of this host other than its sshd (and the C{unshare} that started it):
+        the kernels and their launchers, by their pids on the host.
+        """
+        found = set()
+        for pid in self.pids():
+            try:
+                with open(f"/proc/{pid}/status") as f:
+                    fields = dict(line.split(":", 1) for line in f if ":" in line)
+            except OSError:
+                continue
+            inner = [int(p) for p in fields.get("NSpid", "").split()]
+            if len(inner) > 1 and inner[-1] != 1:
+                found.add(inner[-1])
+        return found
 
     def linkDown(self) -> None:
         """Take the host off the network: its side of the veth pair goes down."""
@@ -196,11 +224,7 @@ class TestHost:
         deletes the veth pair). Returns the pids that were left besides sshd.
         """
         left = self.kernelPids()
-        for pid in left:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except OSError:
-                pass
+        # Ending sshd, the first process of the host's PID namespace, ends all the others.
         self.stopSshd()
         subprocess.run(["ip", "netns", "del", self.namespace], capture_output=True)
         subprocess.run(["ip", "link", "del", self.outside], capture_output=True)

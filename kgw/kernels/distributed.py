@@ -10,8 +10,9 @@ things:
  - the blocking SSH launch runs on a thread, bounded by the launch timeout;
  - a talk with a launcher's listener gives up after C{listener_timeout} seconds; the host is
    then taken as unreachable and its kernel as gone;
- - a restarted kernel stays on its host, and a kernel whose host is unreachable is not
-   restarted at all (the gateway then declares it dead rather than trying in vain).
+ - a restarted kernel stays on its host, and a kernel whose host is unreachable (its SSH
+   port does not answer either) is not restarted: the gateway then declares it dead rather
+   than waiting out a launch timeout on each try.
 
 It is imported only when gateway_provisioners is installed (C{pip install kgw[cluster]});
 L{kgw.kernels.provisioners} puts it in place of upstream's class for the kernelspecs that name
@@ -24,6 +25,7 @@ import asyncio
 import socket
 from typing import Any
 
+from gateway_provisioners.config_mixin import ssh_port
 from gateway_provisioners.distributed import DistributedProvisioner as _Upstream
 from gateway_provisioners.remote_provisioner import RemoteProvisionerBase
 from gateway_provisioners.response_manager import ResponseManager
@@ -119,7 +121,7 @@ class DistributedProvisioner(_Upstream):
         env = dict(kwargs.get("env") or {})
         restarting = bool(self.assigned_host)
         if restarting:
-            if self.unreachable:
+            if self.unreachable and not await self._answers(self.assigned_host):
                 raise RuntimeError(
                     f"Kernel {self.kernel_id} is not restarted: its host "
                     f"{self.assigned_host} does not answer"
@@ -152,6 +154,17 @@ class DistributedProvisioner(_Upstream):
         self.log_kernel_launch(cmd)
         await self.confirm_remote_startup()
         return self.connection_info
+
+    async def _answers(self, host: str) -> bool:
+        """Whether C{host} accepts a connection on its SSH port within C{listener_timeout}."""
+        try:
+            _, writer = await asyncio.wait_for(
+                asyncio.open_connection(host, ssh_port), self.listener_timeout
+            )
+        except (OSError, asyncio.TimeoutError):
+            return False
+        writer.close()
+        return True
 
     def _determine_next_host(self, env_dict: dict[str, Any]) -> str:
         """

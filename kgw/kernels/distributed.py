@@ -104,6 +104,8 @@ def serveResponses() -> ResponseManager:
 class DistributedProvisioner(_Upstream):
     """Kernels on SSH hosts, launched off the event loop."""
 
+    assigned_host: str
+
     listener_timeout = Float(
         3.0,
         config=True,

@@ -149,7 +149,7 @@ async def adoptRemote(
     provisioner = factory.create_provisioner_instance(kernelId, manager.kernel_spec, manager)
     await provisioner.load_provisioner_info(info)
     manager.provisioner = provisioner
-    manager.load_connection_info(connectionInfo)
+    manager.load_connection_info(connectionInfo)  # type: ignore[arg-type]
     # What jupyter_client keeps from start_kernel, for a restart.
     manager._launch_args = dict(launch)
     return await provisioner.poll() is None

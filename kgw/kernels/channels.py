@@ -59,6 +59,9 @@ class Listener(Protocol):
     def release(self) -> None:
         """The kernel answers again."""
 
+    def follow(self, info: dict[str, Any]) -> None:
+        """The kernel restarted at C{info} (a remote kernel: other ports, maybe another host)."""
+
     def close(self, reason: Exception) -> None:
         """The channels are closed."""
 
@@ -245,8 +248,8 @@ class KernelChannels:
         self._iopub.moveTo(address(info, "iopub"))
         for channels in self._allClientChannels():
             channels.follow(info)
-        if self._caller is not None:
-            self._caller.follow(info)
+        for listener in self._listeners:
+            listener.follow(info)
 
     def _allClientChannels(self) -> list[ClientChannels]:
         return [*self.clients.values(), *(channels for _, channels, _ in self.buffers.values())]

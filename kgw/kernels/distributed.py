@@ -107,7 +107,7 @@ class DistributedProvisioner(_Upstream):
     assigned_host: str
 
     listener_timeout = Float(
-        3.0,
+        5.0,
         config=True,
         help="Seconds a poll, signal or shutdown request to a kernel's launcher may take; "
         "past them the kernel's host is taken as unreachable.",
@@ -204,7 +204,10 @@ class DistributedProvisioner(_Upstream):
 
     async def kill(self, restart: bool = False) -> None:
         if self.unreachable:
-            return  # nothing reaches the process: it is given up for gone
+            if not await self._answers(self.assigned_host):
+                return  # nothing reaches the process: it is given up for gone
+            # A listener slow to answer (a busy host), not a host gone: end the kernel.
+            self.unreachable = False
         await super().kill(restart)
 
     async def send_signal(self, signum: int) -> None:

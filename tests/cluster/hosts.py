@@ -187,6 +187,17 @@ class TestHost:
                 found.add(inner[-1])
         return found
 
+    def describe(self) -> str:
+        """The command lines of this host's processes besides sshd, for a failure message."""
+        lines = []
+        for pid in self.pids():
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    lines.append(f.read().replace(b"\0", b" ").decode(errors="replace")[:120])
+            except OSError:
+                pass
+        return "; ".join(lines)
+
     def linkDown(self) -> None:
         """Take the host off the network: its side of the veth pair goes down."""
         _run("ip", "-n", self.namespace, "link", "set", self.inside, "down")

@@ -133,7 +133,7 @@ class HostFailureTests(ClusterCase):
         self.assertIn(refusing.address, body["message"])
         self.assertLess(elapsed, 20)
         self.assertEqual(len(gateway.kernels), 0)
-        self.assertEqual(gateway.kernels._launching, {})
+        self.assertEqual(gateway.kernels.launcher.launching, {})
         code, body = await gateway.request("GET", "api/kernels")
         self.assertEqual(body, [])
         # The gateway logged the failed start, with its traceback.

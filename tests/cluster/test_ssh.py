@@ -68,7 +68,9 @@ class SSHKernelTests(ClusterCase):
 
         code, _ = await gateway.request("DELETE", f"api/kernels/{model['id']}")
         self.assertEqual(code, 204)
-        await self.waitFor(lambda: not host.kernelPids(), "the kernel's end on its host")
+        await self.waitFor(
+            lambda: not host.kernelPids(), f"the kernel's end on its host ({host.describe()})"
+        )
         self.assertEqual(len(gateway.kernels), 0)
 
     async def placements(self, algorithm: str) -> tuple[RunningGateway, list[tuple[str, str]]]:

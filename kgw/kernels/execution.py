@@ -55,6 +55,10 @@ class KernelCaller:
             self._shell.hold()
         channels.listen(self)
 
+    def follow(self, info: dict[str, Any]) -> None:
+        """Reconnect to the kernel at C{info} (see L{KernelChannels.follow})."""
+        self._shell.moveTo(address(info, "shell"))
+
     def execute(
         self,
         code: str,

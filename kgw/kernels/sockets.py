@@ -255,6 +255,21 @@ class JupyterSocket(ZmqConnection):
         if self._backlog:
             self._retry = self.clock.callLater(self.retryInterval, self._flush)
 
+    def moveTo(self, address: str) -> None:
+        """
+        Connect to C{address} in place of the current peer (a remote kernel restarted
+        elsewhere); messages waiting to be sent go to the new peer.
+        """
+        if self.socket is None or [e.address for e in self.endpoints] == [address]:
+            return
+        for endpoint in self.endpoints:
+            try:
+                self.socket.disconnect(endpoint.address)
+            except zmq.ZMQError:
+                pass
+        self.endpoints = []
+        self.addEndpoints([ZmqEndpoint(ZmqEndpointType.connect, address)])
+
     def shutdown(self) -> None:
         if self._retry is not None and self._retry.active():
             self._retry.cancel()

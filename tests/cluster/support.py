@@ -1,272 +1,191 @@
 """
-Fixtures of the cluster tests: a real etcd, a real HAProxy and kgw daemons, on loopback.
+Fixtures of the cluster tests: two SSH test hosts (L{tests.cluster.hosts}), an C{ssh_python}
+kernelspec of gateway_provisioners' C{DistributedProvisioner} naming them, and a gateway.
 
-Each is started by the test with its own data directory or configuration file and ports chosen
-free on 127.0.0.1, and stopped by its own pid at the test's clean-up. A component that cannot be
-started fails the test saying why (a program missing says which Debian package holds it): these
-tests are never skipped.
+The tests run in tox's C{cluster} env, which installs C{kgw[cluster]} and sets
+C{KGW_CLUSTER_TEST=1}; there, and in CI (C{CI=true}), a machine that cannot make the test hosts
+(no root, no sshd) fails them with the reason. Elsewhere they are skipped, saying how to run them.
 """
 
 from __future__ import annotations
 
+import importlib.util
+import json
 import os
-import shutil
-import signal
-import socket
+import subprocess
+import sys
+import time
 from typing import Any
 
-import treq
-from twisted.internet import protocol, reactor
-from twisted.internet.defer import Deferred
+from twisted.internet import reactor
 from twisted.internet.task import deferLater
 from twisted.trial.unittest import TestCase
-from twisted.web.client import HTTPConnectionPool
 
-from tests.integration.test_daemon import spawnTwistd
-from tests.support import GatewayClient, childProcesses, isAlive, withTimeout
+from tests.cluster.hosts import GATEWAY_ADDRESS, ClusterUnavailable, TestCluster
 
-# How long a component may take to answer once started, on a busy machine.
-STARTUP = 30.0
+SPEC = "ssh_python"
 
 
-def freePort() -> int:
-    """A TCP port of 127.0.0.1 that nothing listens on now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def required() -> bool:
+    """Whether the cluster tests must run: in tox's C{cluster} env and in CI."""
+    flag = os.environ.get("KGW_CLUSTER_TEST")
+    return flag == "1" or (os.environ.get("CI") == "true" and flag != "0")
 
 
-def program(name: str, package: str) -> str:
-    """The path of the program C{name}; fails the test naming the Debian package if missing."""
-    path = shutil.which(name) or shutil.which(name, path="/usr/sbin:/usr/bin")
-    if path is None:
-        raise AssertionError(
-            f"{name} is not installed: the cluster tests need Debian's {package} "
-            f"(apt-get install -y {package}; .ci/run installs it)"
-        )
-    return path
+def skipUnlessRequired() -> str | None:
+    if required():
+        return None
+    return "set KGW_CLUSTER_TEST=1 to run the cluster tests as root (tox -e cluster does)"
 
 
-class Program(protocol.ProcessProtocol):
-    """A process of a test, its output collected; C{ended} fires with its exit status."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self.output = b""
-        self.ended: Deferred[Any] = Deferred()
-        self.pid = 0
-
-    def outReceived(self, data: bytes) -> None:
-        self.output += data
-
-    errReceived = outReceived
-
-    def processEnded(self, reason: Any) -> None:
-        self.ended.callback(reason.value)
-
-    @property
-    def running(self) -> bool:
-        return not self.ended.called
-
-    def tail(self, lines: int = 15) -> str:
-        return b"\n".join(self.output.splitlines()[-lines:]).decode(errors="replace")
+def missingPackages() -> str | None:
+    for module in ("gateway_provisioners", "paramiko"):
+        if importlib.util.find_spec(module) is None:
+            return f"{module} is not installed: pip install .[cluster] (tox -e cluster does)"
+    return None
 
 
-def spawnProgram(test: TestCase, name: str, args: list[str], cwd: str | None = None) -> Program:
-    """Start C{args}; the test's clean-up ends it by its pid (SIGTERM, then SIGKILL)."""
-    process = Program(name)
-    transport = reactor.spawnProcess(process, args[0], args, env=dict(os.environ), path=cwd)
-    process.pid = transport.pid
+def launcherScript() -> str:
+    """gateway_provisioners' Python kernel launcher, as installed."""
+    import gateway_provisioners
 
-    async def stop() -> None:
-        if not process.running:
-            return
-        os.kill(process.pid, signal.SIGTERM)
+    return os.path.join(
+        os.path.dirname(gateway_provisioners.__file__),
+        "kernel-launchers",
+        "python",
+        "scripts",
+        "launch_ipykernel.py",
+    )
+
+
+def writeSpec(
+    kernels: str,
+    hosts: list[str],
+    name: str = SPEC,
+    algorithm: str = "round-robin",
+    launchTimeout: int = 30,
+) -> str:
+    """
+    Generate an C{ssh_python} kernelspec under C{kernels} with gateway_provisioners' own
+    C{jupyter-ssh-spec}, then point it at this interpreter (the hosts share this machine's
+    files) and configure its provisioner. Returns its directory.
+    """
+    # Installed with prefix P, a kernelspec lands in P/share/jupyter/kernels.
+    prefix = os.path.dirname(os.path.dirname(os.path.dirname(kernels)))
+    command = [
+        os.path.join(os.path.dirname(sys.executable), "jupyter-ssh-spec"),
+        "install",
+        f"--prefix={prefix}",
+        f"--kernel-name={name}",
+    ]
+    for host in hosts:
+        command.append(f"--remote-hosts={host}")
+    subprocess.run(command, check=True, capture_output=True)
+    target = os.path.join(kernels, name)
+    path = os.path.join(target, "kernel.json")
+    with open(path) as f:
+        spec = json.load(f)
+    spec["argv"][0] = sys.executable
+    spec["metadata"]["kernel_provisioner"]["config"].update(
+        {
+            "remote_hosts": hosts,
+            "load_balancing_algorithm": algorithm,
+            "launch_timeout": launchTimeout,
+            # The test hosts log in as the user running the tests: root in CI, which
+            # gateway_provisioners refuses by default.
+            "unauthorized_users": [],
+        }
+    )
+    with open(path, "w") as f:
+        json.dump(spec, f, indent=1)
+    return target
+
+
+def resetProvisioners() -> None:
+    """
+    Forget what gateway_provisioners keeps per process: its response socket (a singleton,
+    bound on first use) and the placement counts of DistributedProvisioner.
+    """
+    from gateway_provisioners.distributed import DistributedProvisioner
+    from gateway_provisioners.response_manager import ResponseManager
+
+    if ResponseManager.initialized():
+        ResponseManager.instance().stop_response_manager()
+        ResponseManager.clear_instance()
+    DistributedProvisioner.host_index = 0
+    DistributedProvisioner.kernel_on_host._host_kernels.clear()
+    DistributedProvisioner.kernel_on_host._kernel_host_mapping.clear()
+
+
+class ClusterCase(TestCase):
+    """Two SSH test hosts and a kernelspec of theirs; L{provisionerEnvironment} for a gateway."""
+
+    timeout = 240
+    skip = skipUnlessRequired()
+    hostCount = 2
+
+    def setUp(self) -> None:
+        problem = missingPackages()
+        if problem is not None:
+            self.fail(problem)
+        self.workdir = os.path.abspath(self.mktemp())
+        os.makedirs(self.workdir)
+        self.cluster = TestCluster(os.path.join(self.workdir, "cluster"), self.hostCount)
         try:
-            await process.ended.addTimeout(10, reactor)
-        except Exception:
-            os.kill(process.pid, signal.SIGKILL)
-            await process.ended
+            self.cluster.start()
+        except ClusterUnavailable as e:
+            self.fail(f"Cannot make the SSH test hosts: {e}")
+        self.addCleanup(self.cluster.stop)
+        self.kernelsDir = os.path.join(self.workdir, "share", "jupyter", "kernels")
+        os.makedirs(self.kernelsDir)
+        self.logDir = os.path.join(self.workdir, "logs")
+        os.makedirs(self.logDir)
+        self.environment = self.provisionerEnvironment()
+        # In-process gateways: the same settings, where gateway_provisioners reads them.
+        from gateway_provisioners import distributed, response_manager
 
-    test.addCleanup(stop)
-    return process
+        saved = {name: os.environ.get(name) for name in self.environment}
+        os.environ.update(self.environment)
+        self.addCleanup(_restoreEnvironment, saved)
+        self.patch(response_manager, "response_ip", GATEWAY_ADDRESS)
+        self.patch(distributed, "kernel_log_dir", self.logDir)
+        resetProvisioners()
+        self.addCleanup(resetProvisioners)
 
+    def provisionerEnvironment(self) -> dict[str, str]:
+        """
+        What a gateway process needs to reach the test hosts: a C{HOME} holding the client key
+        and C{known_hosts}, and the response address on the gateway's test address.
+        """
+        return {
+            "HOME": self.cluster.home,
+            "GP_RESPONSE_IP": GATEWAY_ADDRESS,
+            "GP_KERNEL_LOG_DIR": self.logDir,
+            "JUPYTER_PATH": os.path.dirname(self.kernelsDir),
+        }
 
-async def waitFor(check: Any, what: str, process: Program, timeout: float = STARTUP) -> Any:
-    """
-    Poll C{check()} (a coroutine function answering a true value when ready) until it does;
-    fail naming C{what} and the end of C{process}'s output if it exits or the time runs out.
-    """
-    waited = 0.0
-    while True:
-        if not process.running:
-            raise AssertionError(f"{what}: {process.name} exited:\n{process.tail()}")
-        try:
-            result = await check()
-        except Exception:
-            result = None
-        if result:
-            return result
-        if waited > timeout:
-            raise AssertionError(f"{what}: not ready after {timeout} s:\n{process.tail()}")
-        await deferLater(reactor, 0.05)
-        waited += 0.05
+    def specs(self) -> Any:
+        from jupyter_client.kernelspec import KernelSpecManager
 
+        return KernelSpecManager(kernel_dirs=[self.kernelsDir])
 
-class Etcd:
-    """One etcd member of its own on loopback, with its own data directory."""
+    def hostOfKernel(self, gateway: Any, kernelId: str) -> Any:
+        """The test host a kernel runs on, as its provisioner placed it."""
+        provisioner = gateway.kernels.get(kernelId).process.manager.provisioner
+        return self.cluster.hostOf(provisioner.assigned_host)
 
-    def __init__(self, test: TestCase) -> None:
-        self.test = test
-        self.dataDir = os.path.abspath(test.mktemp())
-        self.clientPort = freePort()
-        self.peerPort = freePort()
-        self.process: Program | None = None
-        self.pool = HTTPConnectionPool(reactor, persistent=False)
-
-    @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self.clientPort}"
-
-    def storeURL(self, prefix: str = "/kgw") -> str:
-        """The C{--kernel-store} value of a gateway using this etcd."""
-        return f"etcd://{self.address}{prefix}"
-
-    async def start(self) -> Etcd:
-        """Start etcd (again, over the same data) and wait until it answers as healthy."""
-        client = f"http://{self.address}"
-        peer = f"http://127.0.0.1:{self.peerPort}"
-        self.process = spawnProgram(
-            self.test,
-            "etcd",
-            [
-                program("etcd", "etcd-server"),
-                "--name=kgw-test",
-                f"--data-dir={self.dataDir}",
-                f"--listen-client-urls={client}",
-                f"--advertise-client-urls={client}",
-                f"--listen-peer-urls={peer}",
-                f"--initial-advertise-peer-urls={peer}",
-                f"--initial-cluster=kgw-test={peer}",
-                "--logger=zap",
-            ],
-        )
-
-        async def healthy() -> bool:
-            response = await treq.get(f"{client}/health", pool=self.pool)
-            return b'"true"' in await response.content()
-
-        await waitFor(healthy, "etcd", self.process)
-        return self
-
-    async def stop(self) -> None:
-        """Stop etcd by its pid; its data stays for a restart."""
-        assert self.process is not None
-        if self.process.running:
-            os.kill(self.process.pid, signal.SIGTERM)
-            await withTimeout(self.process.ended)
+    async def waitFor(self, condition: Any, what: str, seconds: float = 30.0) -> None:
+        """Wait until C{condition()} holds, checking every 50 ms; fail naming C{what}."""
+        deadline = time.monotonic() + seconds
+        while not condition():
+            if time.monotonic() > deadline:
+                self.fail(f"{what} did not happen within {seconds} s")
+            await deferLater(reactor, 0.05)
 
 
-class HAProxy:
-    """An HAProxy of its own, round robin over the given gateways, on a free loopback port."""
-
-    def __init__(self, test: TestCase, backends: list[int]) -> None:
-        self.test = test
-        self.port = freePort()
-        self.backends = backends
-        self.process: Program | None = None
-
-    def configuration(self) -> str:
-        servers = "".join(
-            f"    server kgw{n} 127.0.0.1:{port} check inter 500ms fall 2 rise 1\n"
-            for n, port in enumerate(self.backends)
-        )
-        return (
-            "global\n"
-            "    maxconn 1000\n"
-            "defaults\n"
-            "    mode http\n"
-            # A gateway that refuses connections (killed) is skipped at once, its request
-            # sent to another.
-            "    option redispatch\n"
-            "    retries 3\n"
-            "    timeout connect 5s\n"
-            "    timeout client 1h\n"
-            "    timeout server 1h\n"
-            "    timeout tunnel 1h\n"
-            "frontend kgw\n"
-            f"    bind 127.0.0.1:{self.port}\n"
-            "    default_backend gateways\n"
-            "backend gateways\n"
-            "    balance roundrobin\n"
-            "    option httpchk GET /api\n" + servers
-        )
-
-    async def start(self) -> HAProxy:
-        folder = os.path.abspath(self.test.mktemp())
-        os.makedirs(folder)
-        path = os.path.join(folder, "haproxy.cfg")
-        with open(path, "w") as f:
-            f.write(self.configuration())
-        # -db: stay in the foreground, so that the pid is HAProxy's own.
-        self.process = spawnProgram(
-            self.test, "haproxy", [program("haproxy", "haproxy"), "-db", "-f", path], cwd=folder
-        )
-        gateway = GatewayClient(self.test, self.port)
-
-        async def answers() -> bool:
-            code, _ = await gateway.request("GET", "api")
-            return code == 200
-
-        await waitFor(answers, "haproxy", self.process)
-        return self
-
-
-class Gateways:
-    """
-    kgw daemons (C{twistd -n --pidfile= kgw}) sharing one etcd and one runtime directory.
-
-    Kernels outlive a killed gateway by design: every kernel a daemon started is noted before
-    the daemon is reaped, and ended by its pid at the test's clean-up.
-    """
-
-    def __init__(self, test: TestCase, etcd: Etcd) -> None:
-        self.test = test
-        self.etcd = etcd
-        self.runtime = os.path.abspath(test.mktemp())
-        os.makedirs(self.runtime)
-        self.kernelPids: set[int] = set()
-        test.addCleanup(self.endKernels)
-
-    def endKernels(self) -> None:
-        for pid in self.kernelPids:
-            if isAlive(pid):
-                os.kill(pid, signal.SIGKILL)
-
-    async def start(self, gatewayId: str, *options: str) -> tuple[Any, GatewayClient]:
-        """Start one gateway; its process (C{pid}, C{ended}) and a client of it."""
-        port = freePort()
-        process = spawnTwistd(
-            self.test,
-            "-n",
-            "--pidfile=",
-            "kgw",
-            f"--port={port}",
-            "--port-retries=0",
-            f"--kernel-store={self.etcd.storeURL()}",
-            f"--gateway-id={gatewayId}",
-            "--list-kernels=True",
-            *options,
-            env=dict(os.environ, JUPYTER_RUNTIME_DIR=self.runtime),
-        )
-        self.test.addCleanup(lambda: self.kernelPids.update(childProcesses(process.pid)))
-        await withTimeout(process.listening, STARTUP)
-        return process, GatewayClient(self.test, port)
-
-    async def crash(self, process: Any) -> set[int]:
-        """SIGKILL a gateway; the pids of the kernels it leaves behind."""
-        kernels = childProcesses(process.pid)
-        self.kernelPids |= kernels
-        os.kill(process.pid, signal.SIGKILL)
-        await withTimeout(process.ended)
-        return kernels
+def _restoreEnvironment(saved: dict[str, str | None]) -> None:
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value

@@ -12,7 +12,7 @@ from twisted.logger import Logger
 from twisted.trial.unittest import TestCase
 
 from kgw.kernels.store.etcd import EtcdStore
-from tests.cluster.support import Etcd, Gateways, HAProxy
+from tests.scaleout.support import Etcd, Gateways, HAProxy
 from tests.support import GatewayClient, childProcesses, isAlive, stdout, withTimeout
 
 log = Logger()

@@ -11,7 +11,7 @@ from twisted.trial.unittest import TestCase
 from kgw.errors import StoreUnavailable
 from kgw.kernels.store.directory import KernelRecord
 from kgw.kernels.store.etcd import EtcdStore, parseStoreURL
-from tests.cluster.support import Etcd
+from tests.scaleout.support import Etcd
 
 KERNEL = "4f0c9a52-5f0e-4e7a-9d63-1a2b3c4d5e6f"
 

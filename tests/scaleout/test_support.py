@@ -1,10 +1,10 @@
-"""The cluster fixtures fail, never skip, when a component is missing."""
+"""The scale-out fixtures fail, never skip, when a component is missing."""
 
 from __future__ import annotations
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.cluster.support import program
+from tests.scaleout.support import program
 
 
 class ProgramTests(SynchronousTestCase):
@@ -15,6 +15,6 @@ class ProgramTests(SynchronousTestCase):
         self.assertIn("apt-get install -y etcd-server", str(caught.exception))
 
     def test_installedProgramFound(self):
-        """etcd and haproxy, which the cluster tests need, are found."""
+        """etcd and haproxy, which the scale-out tests need, are found."""
         self.assertTrue(program("etcd", "etcd-server").endswith("/etcd"))
         self.assertTrue(program("haproxy", "haproxy").endswith("/haproxy"))

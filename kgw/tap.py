@@ -121,11 +121,15 @@ def makeService(options: Options) -> IService:
 
     from kgw.gateway import buildGateway, buildSite
     from kgw.http.listen import listeningServices
+    from kgw.memory import MemoryTrimmer, mallocTrim
 
     startup = options.startup
     assert startup is not None
     raiseFileLimit()
     top = MultiService()
+    trim = mallocTrim()
+    if trim is not None:
+        MemoryTrimmer(reactor, trim).setServiceParent(top)
     gateway = buildGateway(startup, reactor)
     gateway.setServiceParent(top)
     for listener in listeningServices(startup.config, buildSite(gateway.resource), reactor):

@@ -7,6 +7,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.web.resource import IResource
 
 from kgw.api.app import GatewayAPI
+from kgw.api.backlog import BacklogLimits
 from kgw.api.sessions import SessionRegistry
 from kgw.api.websocket import ChannelsFactory
 from kgw.config import Config
@@ -28,6 +29,7 @@ def buildMode(
             (config.iopub_msg_rate_limit, config.iopub_data_rate_limit, config.rate_limit_window),
             clock,
             metrics,
+            BacklogLimits(config.client_buffer_max_bytes, config.client_buffer_max_messages),
         ),
         baseURL=config.base_url,
         listKernels=config.list_kernels,

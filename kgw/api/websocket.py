@@ -14,10 +14,13 @@ from autobahn.twisted.resource import WebSocketResource
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.types import ConnectionRequest
 from prometheus_client import Counter
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
 from twisted.logger import Logger
+from zope.interface import implementer
 
 from kgw.api import wire
+from kgw.api.backlog import NOTICE_INTERVAL, OVERFLOW, Backlog, BacklogLimits, droppable
+from kgw.api.invalidframes import InvalidFrames
 from kgw.api.ratelimit import IOPubRateLimiter
 from kgw.http.errors import errorBody
 from kgw.jupyter import CLIENT_CHANNELS
@@ -30,8 +33,9 @@ log = Logger()
 SWITCHING_PROTOCOLS = 101
 CLOSE_NORMAL = 1000
 CLOSE_GOING_AWAY = 1001
+CLOSE_POLICY_VIOLATION = 1008
 # Messages of at least this many bytes are sent without joining their pieces into one.
-LARGE_FRAME = 1 << 20
+LARGE_FRAME = 1 << 18
 # The most a websocket's TCP connection writes in one go (Twisted's default: 128 KiB).
 SEND_LIMIT = 1 << 20
 
@@ -49,9 +53,14 @@ class _Uncounted:
 _UNCOUNTED: Any = _Uncounted()
 
 
+@implementer(IPushProducer)
 class ChannelsProtocol(WebSocketServerProtocol):
     """
     Relays messages between one websocket and one kernel.
+
+    It is the producer of its transport, which pauses it when its buffer is full: the client
+    is not reading as fast as the kernel writes. Messages then wait in its L{Backlog}, which
+    bounds what a slow client can cost, until the transport resumes it.
 
     @ivar toClient: the counter of messages relayed to the client, by channel.
     @ivar toKernel: the counter of messages relayed to the kernel, by channel.
@@ -70,12 +79,24 @@ class ChannelsProtocol(WebSocketServerProtocol):
         self.v1 = False
         self.channels: ClientChannels | None = None
         self.limiter: IOPubRateLimiter | None = None
+        self.backlog = Backlog(BacklogLimits())
+        self.invalidFrames = InvalidFrames()
+        self.paused = False
+        self._lastNotice = float("-inf")
+        self._nextNotice: IDelayedCall | None = None
 
     def connectionMade(self) -> None:
         # Twisted sends at most SEND_LIMIT bytes per write and reactor turn; with bigger writes
         # a large output leaves sooner (measured: about 10% more MB/s for 8 MB).
         if isinstance(getattr(self.transport, "SEND_LIMIT", None), int):
             self.transport.SEND_LIMIT = SEND_LIMIT
+        # The HTTP channel that served the handshake is the transport's producer; this
+        # protocol takes its place, to hear when the client cannot keep up.
+        try:
+            self.transport.unregisterProducer()
+        except RuntimeError:
+            pass  # a transport that had none, and says so
+        self.transport.registerProducer(self, True)
         super().connectionMade()
 
     def onConnect(self, request: ConnectionRequest) -> str | None:
@@ -135,21 +156,45 @@ class ChannelsProtocol(WebSocketServerProtocol):
                 channel = "shell" if maybeChannel is None else maybeChannel
                 parts = wire.dict_to_parts(msg)
         except wire.WireError as e:
-            log.warn(
-                "Ignored an invalid message from a client of kernel {kernelId}: {error}",
-                kernelId=self.kernel.id,
-                error=e,
-            )
+            self._invalid(str(e))
             return
         if channel not in CLIENT_CHANNELS:
-            log.warn(
-                "Ignored a message on channel {channel!r} from a client of kernel {kernelId}",
-                channel=channel,
-                kernelId=self.kernel.id,
-            )
+            self._invalid(f"no such channel as {channel!r}")
             return
+        self.invalidFrames.valid()
         self.toKernel[channel].inc()
         self.channels.send(channel, parts)
+
+    def _invalid(self, error: str) -> None:
+        """Ignore an invalid message: log it within limits, and close after too many in a row."""
+        verdict = self.invalidFrames.invalid(self.factory.clock.seconds())
+        if verdict.first:
+            log.warn(
+                "Ignored an invalid message from a client of kernel {kernelId}: {error} (the "
+                "next ones from this connection are counted, and logged every {interval:g} s)",
+                kernelId=self.kernel.id,
+                error=error,
+                interval=self.invalidFrames.interval,
+            )
+        elif verdict.counted:
+            self._logInvalid(verdict.counted, error)
+        if verdict.close and self.state == self.STATE_OPEN:
+            log.warn(
+                "Closed a websocket of kernel {kernelId} after {count} invalid messages in a row",
+                kernelId=self.kernel.id,
+                count=self.invalidFrames.streak,
+            )
+            self.sendCloseFrame(
+                code=CLOSE_POLICY_VIOLATION, reasonUtf8=b"too many invalid messages"
+            )
+
+    def _logInvalid(self, count: int, error: str = "") -> None:
+        log.warn(
+            "Ignored {count} more invalid messages from a client of kernel {kernelId}{last}",
+            count=count,
+            kernelId=self.kernel.id,
+            last=f"; the last: {error}" if error else "",
+        )
 
     def relay(self, channel: str, header: dict[str, Any], parts: Sequence[bytes]) -> None:
         """Send one message from the kernel to this client, in the client's wire format."""
@@ -163,8 +208,72 @@ class ChannelsProtocol(WebSocketServerProtocol):
                 self._tell(notice, parts[1])
             if not send:
                 return
-        self.toClient[channel].inc()
-        self._send(channel, header, parts)
+        self._deliver(channel, header, parts, droppable(channel, str(header.get("msg_type", ""))))
+
+    def _deliver(
+        self, channel: str, header: dict[str, Any], parts: Sequence[bytes], mayDrop: bool
+    ) -> None:
+        """Send a message now, or keep it in the backlog while the client is behind."""
+        if not self.paused and not self.backlog:
+            self.toClient[channel].inc()
+            self._send(channel, header, parts)
+            return
+        if self.backlog.add(channel, header, parts, mayDrop) == OVERFLOW:
+            log.warn(
+                "Disconnected a client of kernel {kernelId} that did not read its replies: "
+                "{size} bytes in {count} messages were waiting for it",
+                kernelId=self.kernel.id,
+                size=self.backlog.size,
+                count=len(self.backlog),
+            )
+            self.backlog.clear()
+            self.dropConnection(abort=True)
+
+    def pauseProducing(self) -> None:
+        """The transport's buffer is full: keep messages back."""
+        self.paused = True
+
+    def resumeProducing(self) -> None:
+        """The transport has sent its buffer: send what waits, until it is full again."""
+        self.paused = False
+        while self.backlog and not self.paused and self.state == self.STATE_OPEN:
+            channel, header, parts = self.backlog.pop()
+            self.toClient[channel].inc()
+            self._send(channel, header, parts)
+        if not self.backlog:
+            self.backlog.caughtUp()
+            self._tellDropped()
+
+    def _tellDropped(self) -> None:
+        """
+        Tell the client what was dropped, once it has caught up, and at most every
+        L{NOTICE_INTERVAL} seconds: a client that keeps falling behind is told the sum.
+        """
+        if self.backlog.dropping or self.backlog.droppedMessages == 0:
+            return  # told when it catches up, or nothing to tell
+        now = self.factory.clock.seconds()
+        wait = self._lastNotice + NOTICE_INTERVAL - now
+        if wait > 0:
+            if self._nextNotice is None:
+                self._nextNotice = self.factory.clock.callLater(wait, self._noticeDue)
+            return
+        self._lastNotice = now
+        parent = self.backlog.droppedParent
+        notice = self.backlog.notice()
+        if notice is not None:
+            self._tell(notice, parent)
+
+    def _noticeDue(self) -> None:
+        self._nextNotice = None
+        self._tellDropped()
+
+    def stopProducing(self) -> None:
+        """The connection is gone: what waits for it goes too."""
+        self.paused = True
+        self.backlog.clear()
+        if self._nextNotice is not None and self._nextNotice.active():
+            self._nextNotice.cancel()
+        self._nextNotice = None
 
     def _tell(self, text: str, parent: bytes) -> None:
         """Send the client a stderr stream message of the gateway's own, under C{parent}."""
@@ -174,7 +283,8 @@ class ChannelsProtocol(WebSocketServerProtocol):
             "stream", {"name": "stderr", "text": text}
         )
         parts[1] = parent
-        self._send("iopub", header, parts)
+        # Never dropped: it says what was.
+        self._deliver("iopub", header, parts, mayDrop=False)
 
     def _send(self, channel: str, header: dict[str, Any], parts: Sequence[bytes]) -> None:
         if self.v1:
@@ -207,6 +317,10 @@ class ChannelsProtocol(WebSocketServerProtocol):
             self.dropConnection(abort=True)
 
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
+        self.stopProducing()
+        unlogged = self.invalidFrames.flush()
+        if unlogged:
+            self._logInvalid(unlogged)
         if self.channels is not None and self.kernel.channels is not None:
             # A client that closes normally is done; any other end may be followed by a return.
             done = wasClean and not self.closedByMe and self.remoteCloseCode == CLOSE_NORMAL
@@ -221,6 +335,7 @@ class ChannelsFactory(WebSocketServerFactory):
     @param rateLimits: jupyter_server's iopub limits for each client: messages per second,
         bytes per second (0: none) and the window they are measured over, in seconds.
     @param metrics: where relayed messages are counted, by channel and direction.
+    @param backlogLimits: the most that may wait for each client that cannot keep up.
 
     Autobahn's defaults suit a demo, not a gateway: no status page (it offers an open
     redirect), origin checks done by the gateway's own edge (which takes the C{null} origin
@@ -235,9 +350,11 @@ class ChannelsFactory(WebSocketServerFactory):
         rateLimits: tuple[float, float, float] = (0.0, 0.0, 3.0),
         clock: IReactorTime | None = None,
         metrics: GatewayMetrics | None = None,
+        backlogLimits: BacklogLimits | None = None,
     ) -> None:
         super().__init__()
         self.rateLimits = rateLimits
+        self.backlogLimits = backlogLimits if backlogLimits is not None else BacklogLimits()
         metrics = metrics if metrics is not None else GatewayMetrics()
         # Bound once: relaying a message only looks its counter up and increments it.
         self.toClient = metrics.relayCounters(TO_CLIENT)
@@ -278,6 +395,7 @@ class _KernelBound:
         protocol.sessionId = self._sessionId
         protocol.toClient = self._factory.toClient
         protocol.toKernel = self._factory.toKernel
+        protocol.backlog = Backlog(self._factory.backlogLimits)
         limiter = IOPubRateLimiter(*self._factory.rateLimits)
         if limiter.active:
             protocol.limiter = limiter

@@ -26,6 +26,11 @@ from kgw.jupyter import CLIENT_CHANNELS
 from kgw.kernels.buffering import BufferLimits, SessionBuffer
 from kgw.kernels.sockets import JupyterSocket, MessageError, Pacing, Signer, address
 
+# The most iopub messages ZeroMQ queues in the gateway for it to read. A kernel that outruns
+# the gateway then fills its own queue (its high-water mark, 1000 messages), where the excess
+# is dropped, rather than the gateway's memory: 1 MB messages, unbounded, took gigabytes.
+IOPUB_RECEIVE_LIMIT = 64
+
 log = Logger()
 
 
@@ -97,6 +102,7 @@ class KernelChannels:
             self._iopubReceived,
             clock=clock,
             pacing=Pacing(),
+            receiveLimit=IOPUB_RECEIVE_LIMIT,
         )
 
     def _iopubReceived(self, frames: list[bytes]) -> None:

@@ -9,6 +9,7 @@ import json
 from types import SimpleNamespace
 from typing import Any
 
+from twisted.internet.task import Clock
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
 from kgw.api.openapi import buildOpenAPI
@@ -171,6 +172,7 @@ class LegacyChannelTests(SynchronousTestCase):
     def sent(self, message: dict[str, Any]) -> list[str]:
         protocol = ChannelsProtocol()
         protocol.kernel = SimpleNamespace(id="k")  # type: ignore[assignment]
+        protocol.factory = SimpleNamespace(clock=Clock())  # type: ignore[assignment]
         protocol.channels = channels = RecordingChannels()  # type: ignore[assignment]
         protocol.onMessage(json.dumps(message).encode(), False)
         return [channel for channel, _ in channels.sent]

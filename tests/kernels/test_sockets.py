@@ -132,6 +132,39 @@ class PacingTests(TestCase):
         self.assertFalse(p.socket.paced)
         self.assertEqual(p.clock.getDelayedCalls(), [])
 
+    async def test_readBoundedInBytes(self) -> None:
+        """
+        One read takes at most C{most} bytes, and the rest is read at the clock's next turn:
+        a flood never holds the reactor for all that ZeroMQ has queued.
+        """
+        p = Publisher(self, Pacing(most=250))
+        await p.joined()
+        bodies = [b"%03d" % i + b"x" * 97 for i in range(10)]
+        p.publish(*bodies)
+        await p.until(3)
+        await pause(0.1)
+        self.assertEqual(len(p.received), 3)
+        [resume] = p.clock.getDelayedCalls()
+        self.assertEqual(resume.getTime(), p.clock.seconds())
+        p.clock.advance(0)
+        await p.until(10)
+        self.assertEqual(p.received, bodies)
+
+    def test_receiveLimit(self) -> None:
+        """
+        A receive limit bounds what ZeroMQ queues for the socket; without one, txZMQ leaves
+        it unbounded (0), and a kernel faster than the gateway fills the gateway's memory.
+        """
+        limited = Publisher(self, PACING)
+        self.assertEqual(limited.socket.socket.getsockopt(zmq.RCVHWM), 0)
+        limited.socket.shutdown()
+        factory = ZmqFactory()
+        self.addCleanup(factory.shutdown)
+        socket = JupyterSocket(
+            factory, zmq.SUB, "tcp://127.0.0.1:1", lambda frames: None, receiveLimit=64
+        )
+        self.assertEqual(socket.socket.getsockopt(zmq.RCVHWM), 64)
+
     async def test_shutdownWhilePaused(self) -> None:
         """Shutting a paused socket down cancels its next read."""
         p = Publisher(self, PACING)

@@ -315,7 +315,10 @@ class KernelRegistry(Service):
         kernel.hold()
         kernel.busyWith = "starting"
         self._register(kernel)
-        kernel.lifecycle.run(lambda: ensureDeferred(self._settleRegistered(kernel)))
+        settling = kernel.lifecycle.run(lambda: ensureDeferred(self._settleRegistered(kernel)))
+        settling.addErrback(
+            lambda f: log.failure("Starting kernel {kernelId} failed", f, kernelId=kernel.id)
+        )
         return kernel
 
     async def _settleRegistered(self, kernel: Kernel) -> None:

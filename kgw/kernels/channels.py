@@ -24,14 +24,7 @@ from twisted.logger import Logger
 
 from kgw.jupyter import CLIENT_CHANNELS
 from kgw.kernels.buffering import BufferLimits, SessionBuffer
-from kgw.kernels.sockets import (
-    MessageError,
-    MessageSocket,
-    Pacing,
-    Signer,
-    SocketOpener,
-    address,
-)
+from kgw.kernels.sockets import MessageError, MessageSocket, Pacing, Signer, SocketOpener, address
 
 # The most iopub messages ZeroMQ queues in the gateway for it to read. A kernel that outruns
 # the gateway then fills its own queue (its high-water mark, 1000 messages), where the excess
@@ -117,21 +110,11 @@ class KernelChannels:
         channel: str,
         onMessage: Callable[[list[bytes]], None],
         identity: bytes | None = None,
-        *,
-        immediate: bool = False,
-        pacing: Pacing | None = None,
-        receiveLimit: int = 0,
+        **options: Any,
     ) -> MessageSocket:
-        """A new socket to the kernel's C{channel} (see L{kgw.kernels.sockets.JupyterSocket})."""
-        return self._sockets(
-            socketType,
-            address(self.info, channel),
-            onMessage,
-            identity,
-            immediate=immediate,
-            pacing=pacing,
-            receiveLimit=receiveLimit,
-        )
+        """A new socket to the kernel's C{channel}; C{options} are C{JupyterSocket}'s."""
+        where = address(self.info, channel)
+        return self._sockets(socketType, where, onMessage, identity, **options)
 
     def _iopubReceived(self, frames: list[bytes]) -> None:
         try:

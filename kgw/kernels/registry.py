@@ -68,7 +68,7 @@ class KernelRegistry(Service):
     @param metrics: where each start and how long it took is recorded.
     """
 
-    name = "kernels"  # type: ignore[assignment]
+    name = "kernels"
     launcherType = Launcher
 
     def __init__(

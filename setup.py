@@ -35,6 +35,11 @@ setup(
         "pyyaml>=5.1",
         'tomli>=1.1; python_version < "3.11"',
     ],
+    extras_require={
+        # Kernels on other machines: gateway_provisioners' Kubernetes, Docker, YARN and SSH
+        # (DistributedProvisioner, through paramiko) provisioners.
+        "cluster": ["gateway_provisioners>=0.5", "paramiko>=3"],
+    },
     classifiers=[
         "Framework :: Twisted",
         "Framework :: Jupyter",

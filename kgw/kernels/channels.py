@@ -59,6 +59,9 @@ class Listener(Protocol):
     def release(self) -> None:
         """The kernel answers again."""
 
+    def follow(self, info: dict[str, Any]) -> None:
+        """The kernel restarted at C{info} (a remote kernel: other ports, maybe another host)."""
+
     def close(self, reason: Exception) -> None:
         """The channels are closed."""
 
@@ -242,6 +245,20 @@ class KernelChannels:
         for listener in self._listeners:
             listener.release()
 
+    def follow(self, info: dict[str, Any]) -> None:
+        """
+        Reconnect every socket to the kernel at C{info}: a remote kernel that restarted may
+        listen on other ports, even on another host. Nothing changes for the same addresses.
+        """
+        if all(address(info, c) == address(self.info, c) for c in (*CLIENT_CHANNELS, "iopub")):
+            return
+        self.info = info
+        self._iopub.moveTo(address(info, "iopub"))
+        for channels in self._allClientChannels():
+            channels.follow(info)
+        for listener in self._listeners:
+            listener.follow(info)
+
     def _allClientChannels(self) -> list[ClientChannels]:
         return [*self.clients.values(), *(channels for _, channels, _ in self.buffers.values())]
 
@@ -375,6 +392,11 @@ class ClientChannels:
     def release(self) -> None:
         for socket in self._sockets.values():
             socket.release()
+
+    def follow(self, info: dict[str, Any]) -> None:
+        """Reconnect this client's sockets to the kernel at C{info}."""
+        for channel, socket in self._sockets.items():
+            socket.moveTo(address(info, channel))
 
     def _received(self, channel: str, frames: list[bytes]) -> None:
         try:

@@ -16,7 +16,7 @@ from twisted.internet.defer import Deferred, fail
 from twisted.internet.error import ConnectionDone
 
 from kgw.kernels.channels import KernelChannels
-from kgw.kernels.sockets import MessageError
+from kgw.kernels.sockets import MessageError, address
 
 Output = Callable[[str, dict[str, Any]], None]
 
@@ -47,6 +47,10 @@ class KernelCaller:
         if channels.held:
             self._shell.hold()
         channels.listen(self)
+
+    def follow(self, info: dict[str, Any]) -> None:
+        """Reconnect to the kernel at C{info} (see L{KernelChannels.follow})."""
+        self._shell.moveTo(address(info, "shell"))
 
     def execute(
         self,

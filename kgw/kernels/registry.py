@@ -34,6 +34,7 @@ from kgw.errors import (
     KernelStartFailed,
     NoSuchKernel,
     NoSuchKernelSpec,
+    ProvisionerNotInstalled,
 )
 from kgw.kernels.adoption import adoptRecorded
 from kgw.kernels.culling import Culler
@@ -42,6 +43,7 @@ from kgw.kernels.kernel import Kernel
 from kgw.kernels.launcher import Launcher, ProcessFactory
 from kgw.kernels.policy import KernelPolicy
 from kgw.kernels.process import KernelProcess
+from kgw.kernels.provisioners import checkSpecs, missingProvisioner, useThreadedLaunches
 from kgw.kernels.restarter import Restarter
 from kgw.kernels.seed import Seed
 from kgw.kernels.store import KernelStore
@@ -126,6 +128,8 @@ class KernelRegistry(Service):
 
     def startService(self) -> None:
         super().startService()
+        useThreadedLaunches(self.specs)
+        checkSpecs(self.specs)
         self.launcher.start()
         if self.policy.prespawnCount:
             self._prespawning = self._prespawn(self.policy.prespawnCount)
@@ -210,6 +214,9 @@ class KernelRegistry(Service):
         try:
             spec = self.specs.get_kernel_spec(name)
         except (_NoSuchSpec, KeyError, ValueError):
+            provisioner = missingProvisioner(self.specs, name)
+            if provisioner is not None:
+                raise ProvisionerNotInstalled(name, provisioner) from None
             raise NoSuchKernelSpec(name) from None
         return spec.to_dict(), spec.resource_dir
 

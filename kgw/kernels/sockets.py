@@ -122,8 +122,9 @@ class JupyterSocket(ZmqConnection):
 
     retryInterval = 0.02
     maxBacklog = 10_000
-    # Set by txZMQ, which does not annotate it.
+    # Set by txZMQ, which does not annotate them.
     read_scheduled: DelayedCall | None
+    endpoints: list[ZmqEndpoint]
 
     def __init__(
         self,
@@ -258,6 +259,21 @@ class JupyterSocket(ZmqConnection):
         if self._backlog:
             self._retry = self.clock.callLater(self.retryInterval, self._flush)
 
+    def moveTo(self, address: str) -> None:
+        """
+        Connect to C{address} in place of the current peer (a remote kernel restarted
+        elsewhere); messages waiting to be sent go to the new peer.
+        """
+        if self.socket is None or [e.address for e in self.endpoints] == [address]:
+            return
+        for endpoint in self.endpoints:
+            try:
+                self.socket.disconnect(endpoint.address)
+            except zmq.ZMQError:
+                pass
+        self.endpoints = []
+        self.addEndpoints([ZmqEndpoint(ZmqEndpointType.connect, address)])
+
     def shutdown(self) -> None:
         """Close the socket; what still waits to be sent is dropped. Closing again does nothing."""
         if self.factory is None:
@@ -283,6 +299,9 @@ class MessageSocket(Protocol):
 
     def release(self) -> None:
         """Send what was kept back."""
+
+    def moveTo(self, address: str) -> None:
+        """Connect to C{address} in place of the current peer."""
 
     def shutdown(self) -> None:
         """Close the socket; closing again does nothing."""

@@ -55,6 +55,7 @@ class FakeSocket:
         self.held = False
         self._kept: list[list[bytes]] = []
         self.closed = False
+        self.address = ""
 
     def sendMessage(self, frames: list[bytes]) -> None:
         assert not self.closed, f"sent on a closed {self.channel} socket"
@@ -67,6 +68,9 @@ class FakeSocket:
         self.held = False
         self.sent.extend(self._kept)
         self._kept.clear()
+
+    def moveTo(self, address: str) -> None:
+        self.address = address
 
     def shutdown(self) -> None:
         self.closed = True
@@ -103,6 +107,7 @@ class FakeZmq:
         receiveLimit: int = 0,
     ) -> FakeSocket:
         socket = FakeSocket(socketType, _CHANNELS[address], onMessage, identity, immediate, pacing)
+        socket.address = address
         self.sockets.append(socket)
         return socket
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any, Protocol
 
 import zmq
@@ -20,11 +21,10 @@ from twisted.internet.defer import TimeoutError as DeferredTimeout
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
-from txzmq import ZmqFactory
 
 from kgw.jupyter import CLIENT_CHANNELS
 from kgw.kernels.buffering import BufferLimits, SessionBuffer
-from kgw.kernels.sockets import JupyterSocket, MessageError, Pacing, Signer, address
+from kgw.kernels.sockets import MessageError, MessageSocket, Pacing, Signer, SocketOpener, address
 
 # The most iopub messages ZeroMQ queues in the gateway for it to read. A kernel that outruns
 # the gateway then fills its own queue (its high-water mark, 1000 messages), where the excess
@@ -70,13 +70,14 @@ class KernelChannels:
     """
     The ZeroMQ connections to one kernel: its iopub subscription and its clients' sockets.
 
+    @param sockets: opens the sockets to the kernel (L{kgw.kernels.sockets.ZmqSockets}).
     @param onMessage: called with C{(channel, header, parts)} for every message received from the
         kernel, before it is relayed: the registry keeps the kernel's state with it.
     """
 
     def __init__(
         self,
-        factory: ZmqFactory,
+        sockets: SocketOpener,
         info: dict[str, Any],
         session: Session,
         clock: IReactorTime,
@@ -84,7 +85,7 @@ class KernelChannels:
         bufferLimits: BufferLimits | None = None,
     ) -> None:
         self.signer = Signer(session)
-        self.factory = factory
+        self._sockets = sockets
         self.info = info
         self.clock = clock
         self._onMessage = onMessage
@@ -98,15 +99,25 @@ class KernelChannels:
         self._iopubWaiters: list[Callable[[], None]] = []
         self._listeners: list[Listener] = []
         self._readyWaits: set[Callable[[object], None]] = set()
-        self._iopub = JupyterSocket(
-            factory,
+        self._iopub = self.openSocket(
             zmq.SUB,
-            address(info, "iopub"),
+            "iopub",
             self._iopubReceived,
-            clock=clock,
             pacing=Pacing(),
             receiveLimit=IOPUB_RECEIVE_LIMIT,
         )
+
+    def openSocket(
+        self,
+        socketType: int,
+        channel: str,
+        onMessage: Callable[[list[bytes]], None],
+        identity: bytes | None = None,
+        **options: Any,
+    ) -> MessageSocket:
+        """A new socket to the kernel's C{channel}; C{options} are C{JupyterSocket}'s."""
+        where = address(self.info, channel)
+        return self._sockets(socketType, where, onMessage, identity, **options)
 
     def _iopubReceived(self, frames: list[bytes]) -> None:
         try:
@@ -178,8 +189,7 @@ class KernelChannels:
                     call.cancel()
             if gotIOPub in self._iopubWaiters:
                 self._iopubWaiters.remove(gotIOPub)
-            if shell.socket is not None:
-                shell.shutdown()
+            shell.shutdown()
             if done.called:
                 return
             if isinstance(result, Exception):
@@ -187,9 +197,7 @@ class KernelChannels:
             else:
                 done.callback(None)
 
-        shell = JupyterSocket(
-            self.factory, zmq.DEALER, address(self.info, "shell"), gotReply, clock=self.clock
-        )
+        shell = self.openSocket(zmq.DEALER, "shell", gotReply)
         self._iopubWaiters.append(gotIOPub)
         self._readyWaits.add(finish)
         deadline = self.clock.seconds() + timeout
@@ -272,7 +280,7 @@ class KernelChannels:
             for channel, header, parts, _ in buffer.messages:
                 client.relay(channel, header, parts)
             return channels
-        channels = ClientChannels(self, client, self.factory, self.info)
+        channels = ClientChannels(self, client)
         channels.sessionId = sessionId
         if self.held:
             channels.hold()
@@ -357,25 +365,17 @@ class KernelChannels:
 class ClientChannels:
     """One client's shell, control and stdin sockets to a kernel, sharing one identity."""
 
-    def __init__(
-        self,
-        kernel: KernelChannels,
-        client: Client,
-        factory: ZmqFactory,
-        info: dict[str, Any],
-    ) -> None:
+    def __init__(self, kernel: KernelChannels, client: Client) -> None:
         self._kernel = kernel
         self.client = client
         self.sessionId = ""
         identity = os.urandom(16).hex().encode("ascii")
         self._sockets = {
-            channel: JupyterSocket(
-                factory,
+            channel: kernel.openSocket(
                 zmq.DEALER,
-                address(info, channel),
-                lambda frames, channel=channel: self._received(channel, frames),
+                channel,
+                partial(self._received, channel),
                 identity,
-                kernel.clock,
                 immediate=True,
             )
             for channel in CLIENT_CHANNELS

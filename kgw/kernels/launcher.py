@@ -24,6 +24,7 @@ from kgw.kernels.channels import KernelChannels
 from kgw.kernels.kernel import Kernel, LaunchableProcess
 from kgw.kernels.policy import KernelPolicy
 from kgw.kernels.seed import Seed, SeedFailed
+from kgw.kernels.sockets import ZmqSockets
 from kgw.kernels.store import KernelStore, answer, recordOf
 
 log = Logger()
@@ -238,7 +239,7 @@ class Launcher:
         assert self._zmq is not None, "the registry is not running"
         process = kernel.process
         kernel.channels = KernelChannels(
-            self._zmq,
+            ZmqSockets(self._zmq, self.clock),
             process.connectionInfo,
             process.session,
             self.clock,

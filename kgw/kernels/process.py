@@ -11,8 +11,9 @@ from __future__ import annotations
 import os
 import signal
 from collections.abc import Awaitable
-from typing import Any
+from typing import Any, cast
 
+from jupyter_client.connect import KernelConnectionInfo
 from jupyter_client.kernelspec import KernelSpecManager
 from jupyter_client.manager import AsyncKernelManager
 from jupyter_client.session import Session
@@ -42,7 +43,7 @@ class KernelProcess:
 
     @property
     def connectionInfo(self) -> dict[str, Any]:
-        return self.manager.get_connection_info()
+        return cast(dict[str, Any], self.manager.get_connection_info())
 
     @property
     def pid(self) -> int | None:
@@ -175,7 +176,9 @@ class AdoptedProcess:
         replacement = KernelProcess(self.record.name, self.specs, self.record.connectionFile)
         # Same ports and key as before, so the clients' sockets reconnect to the new process;
         # without cache_ports off the provisioner would pick new ports.
-        replacement.manager.load_connection_info(self.record.connectionInfo)
+        replacement.manager.load_connection_info(
+            cast(KernelConnectionInfo, self.record.connectionInfo)
+        )
         replacement.manager.cache_ports = False
         launch: dict[str, Any] = {
             "kernel_id": self.record.id,

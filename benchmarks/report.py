@@ -65,6 +65,19 @@ ROWS = (
     Row("relay_v1.rate", "2. same, v1 protocol (msgs/s)"),
     Row("relay.kernel", "2. the kernel's own publishing rate (msgs/s)"),
     Row(
+        "flood.rate",
+        "2b. 20,000 msgs straight onto iopub (msgs/s)",
+        (Target(DIRECT, ">=", 0.9),),
+    ),
+    Row("flood.lost", "2b. same, messages lost", (Target("", "=", 0),)),
+    Row("flood_v1.rate", "2b. same, v1 protocol (msgs/s)", (Target(DIRECT, ">=", 0.9),)),
+    Row("flood_v1.lost", "2b. same, v1 protocol, messages lost", (Target("", "=", 0),)),
+    Row(
+        "flood.cpu",
+        "2b. gateway CPU per 10,000 msgs (s)",
+        (Target("", "<=", 0.2, " s"),),
+    ),
+    Row(
         "large.rate",
         "3. large output, 8 MB text/plain (MB/s)",
         (Target(DIRECT, ">=", 0.8), Target(KG, ">=", 2.5)),
@@ -78,14 +91,26 @@ ROWS = (
         source=KGW_WARM,
     ),
     Row("cpu.per10k", "5. gateway CPU per 10,000 relayed msgs (s)", (Target(KG, "<=", 0.5),)),
-    Row("rss.idle", "5. gateway RSS, idle (MB)", (Target(KG, "<=", 0.6),)),
-    Row("rss.kernels", "5. gateway RSS, 10 kernels (MB)", (Target(KG, "<=", 0.6),)),
+    Row("rss.idle", "5. gateway RSS, idle (MB)"),
+    Row("rss.kernels", "5. gateway RSS, 10 kernels (MB)"),
+    Row("rss.per_kernel", "5. gateway RSS per kernel (MB)"),
     Row("rss.crowd", "5. gateway RSS after figure 7 (MB)"),
     Row("nb.rate", "6. notebook-http, 8 connections (req/s)", (Target(KG, ">=", 2),)),
     Row("nb.p99", "6. notebook-http, p99 latency (ms)"),
     Row("crowd.total", "7. 100 clients on 10 kernels, total (s)"),
     Row("crowd.p99", "7. same, p99 round trip (ms)"),
     Row("crowd.lost", "7. same, lost replies", (Target("", "=", 0),)),
+    Row("scale.before", "8. gateway RSS, 10 kernels (MB)"),
+    Row("scale.after", "8. same, 1,000 idle websockets on them (MB)"),
+    Row("scale.per_ws", "8. RSS per idle websocket (KB)", (Target(KG, "<=", 0.5),)),
+    Row(
+        "scale.total",
+        "8. 1,000 clients x 20 executes, 100 kernels (s)",
+        (Target(KG, "<=", 0.33),),
+    ),
+    Row("scale.p99", "8. same, p99 round trip (ms)"),
+    Row("scale.lost", "8. same, lost replies", (Target("", "=", 0),)),
+    Row("scale.rss", "8. same, gateway RSS after (MB)"),
 )
 
 

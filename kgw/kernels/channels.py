@@ -3,7 +3,8 @@
 One L{KernelChannels} per kernel owns the iopub subscription, which lives as long as the kernel
 so that no client ever joins late and misses output, and fans each iopub message out to every
 attached client. Each attached client gets its own shell, control and stdin DEALER sockets, all
-with one identity, so the kernel's replies and input requests reach only the client that asked.
+with one identity, so the kernel's replies and input requests reach only the client that asked;
+each is opened when the client first uses its channel.
 Only the header of a message is parsed on the way through.
 """
 
@@ -281,7 +282,7 @@ class KernelChannels:
             channels.close()
             return
         while len(self.buffers) >= self.bufferLimits.maxSessions:
-            # Each buffered session holds three sockets: the oldest goes first.
+            # Each buffered session holds up to three sockets: the oldest goes first.
             oldest = next(iter(self.buffers))
             log.info("Dropped the buffer of disconnected session {sessionId}", sessionId=oldest)
             self._discard(self.buffers.pop(oldest))
@@ -330,7 +331,16 @@ class KernelChannels:
 
 
 class ClientChannels:
-    """One client's shell, control and stdin sockets to a kernel, sharing one identity."""
+    """
+    One client's shell, control and stdin sockets to a kernel, sharing one identity.
+
+    Each socket is opened when the client first sends on its channel, so that a websocket
+    that only listens costs no ZeroMQ socket at all (each costs the gateway some 30 KB, and
+    the kernel as much). The stdin socket opens with the shell one: the kernel sends its
+    input requests to the identity of the shell request that asked for them, and drops them
+    if no socket of that identity is connected to its stdin yet; so the first shell message
+    waits until the stdin socket is connected.
+    """
 
     def __init__(
         self,
@@ -340,31 +350,53 @@ class ClientChannels:
         info: dict[str, Any],
     ) -> None:
         self._kernel = kernel
+        self._factory = factory
+        self._info = info
         self.client = client
         self.sessionId = ""
-        identity = os.urandom(16).hex().encode("ascii")
-        self._sockets = {
-            channel: JupyterSocket(
-                factory,
+        self._identity = os.urandom(16).hex().encode("ascii")
+        self._sockets: dict[str, JupyterSocket] = {}
+        self._held = False
+        self._closed = False
+
+    @property
+    def opened(self) -> list[str]:
+        """The channels whose sockets are open, in the order they were opened."""
+        return list(self._sockets)
+
+    def _socket(self, channel: str) -> JupyterSocket:
+        socket = self._sockets.get(channel)
+        if socket is None:
+            socket = JupyterSocket(
+                self._factory,
                 zmq.DEALER,
-                address(info, channel),
-                lambda frames, channel=channel: self._received(channel, frames),
-                identity,
-                kernel.clock,
+                address(self._info, channel),
+                lambda frames: self._received(channel, frames),
+                self._identity,
+                self._kernel.clock,
                 immediate=True,
             )
-            for channel in CLIENT_CHANNELS
-        }
+            if self._held:
+                socket.hold()
+            self._sockets[channel] = socket
+        return socket
 
     def send(self, channel: str, parts: Sequence[bytes]) -> None:
         """Sign C{parts} and send them to the kernel on C{channel} (shell, control or stdin)."""
-        self._sockets[channel].sendMessage(self._kernel.signer.frames(parts))
+        if self._closed:
+            return
+        if channel == "shell" and "shell" not in self._sockets:
+            stdin = self._socket("stdin")
+            self._socket("shell").after(stdin)
+        self._socket(channel).sendMessage(self._kernel.signer.frames(parts))
 
     def hold(self) -> None:
+        self._held = True
         for socket in self._sockets.values():
             socket.hold()
 
     def release(self) -> None:
+        self._held = False
         for socket in self._sockets.values():
             socket.release()
 
@@ -382,6 +414,7 @@ class ClientChannels:
         self.client.relay(channel, header, parts)
 
     def close(self) -> None:
+        self._closed = True
         for socket in self._sockets.values():
             socket.shutdown()
         self._sockets.clear()

@@ -103,8 +103,10 @@ class JupyterSocket(ZmqConnection):
     A txZMQ connection that passes whole multipart messages to a callback, unframed.
 
     Messages given to L{sendMessage} wait, in order, while the socket is L{held} (its kernel is
-    restarting and its iopub is not subscribed yet) or has no peer (txZMQ's C{send} raises
-    C{EAGAIN} rather than queueing), and go as soon as they can.
+    restarting and its iopub is not subscribed yet), has no peer (txZMQ's C{send} raises
+    C{EAGAIN} rather than queueing) or waits for another socket to have one (L{after}), and
+    go as soon as they can: tried again after 1 ms, then at growing intervals up to
+    C{retryInterval}, so that the first message of a socket just opened is not held up.
 
     @param immediate: queue nothing inside ZeroMQ for a peer that is not connected (a dead
         kernel), so that such messages wait here, where holding applies to them.
@@ -112,6 +114,7 @@ class JupyterSocket(ZmqConnection):
         comes when C{None}.
     """
 
+    firstRetry = 0.001
     retryInterval = 0.02
     maxBacklog = 10_000
 
@@ -133,6 +136,8 @@ class JupyterSocket(ZmqConnection):
         self.held = False
         self._backlog: deque[list[bytes]] = deque()
         self._retry: IDelayedCall | None = None
+        self._retryDelay = self.firstRetry
+        self._after: JupyterSocket | None = None
         self._pacing = pacing
         self.paced = False
         self._streak = 0
@@ -206,6 +211,24 @@ class JupyterSocket(ZmqConnection):
         self._backlog.append(frames)
         self._flush()
 
+    def after(self, other: JupyterSocket) -> None:
+        """
+        Send nothing until C{other}, a socket made with C{immediate}, is connected to its peer
+        (or closed).
+        """
+        self._after = other
+
+    def connected(self) -> bool:
+        """Whether this socket, made with C{immediate}, has a peer connected to write to."""
+        if self.socket is None:
+            return False
+        ready = bool(self.socket.get(zmq.EVENTS) & zmq.POLLOUT)
+        # Reading ZeroMQ's events can take the signal of a message waiting to be read: read
+        # soon, as txZMQ does after a send.
+        if self.read_scheduled is None:
+            self.read_scheduled = self.clock.callLater(0, self.doRead)
+        return ready
+
     def hold(self) -> None:
         """Keep messages back until L{release}."""
         self.held = True
@@ -216,6 +239,10 @@ class JupyterSocket(ZmqConnection):
         self._flush()
 
     def _trySend(self, frames: list[bytes]) -> bool:
+        if self._after is not None:
+            if self._after.socket is not None and not self._after.connected():
+                return False
+            self._after = None
         try:
             self.send(frames)
         except zmq.ZMQError as e:
@@ -233,7 +260,10 @@ class JupyterSocket(ZmqConnection):
         while self._backlog and self._trySend(self._backlog[0]):
             self._backlog.popleft()
         if self._backlog:
-            self._retry = self.clock.callLater(self.retryInterval, self._flush)
+            self._retry = self.clock.callLater(self._retryDelay, self._flush)
+            self._retryDelay = min(self._retryDelay * 2, self.retryInterval)
+        else:
+            self._retryDelay = self.firstRetry
 
     def shutdown(self) -> None:
         if self._retry is not None and self._retry.active():

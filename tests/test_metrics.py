@@ -130,8 +130,8 @@ class MetricsPageTests(TestCase):
             samples(text, "kgw_kernels"),
             {
                 labels(kernel_name="fake", execution_state="busy"): 1,
-                labels(kernel_name="fake", execution_state="starting"): 1,
-                labels(kernel_name="other", execution_state="starting"): 1,
+                labels(kernel_name="fake", execution_state="idle"): 1,
+                labels(kernel_name="other", execution_state="idle"): 1,
             },
         )
         self.assertEqual(samples(text, "kgw_websocket_connections"), {(): 0})

@@ -580,8 +580,14 @@ class KernelRegistry(Service):
         return self._answers(kernel)
 
     def interrupt(self, kernelId: str) -> Deferred[None]:
-        """Interrupt a kernel, by signal or message as its kernelspec says."""
+        """
+        Interrupt a kernel, by signal or message as its kernelspec says. A kernel still starting
+        runs nothing yet, and a SIGINT while it imports would kill it: it is left alone.
+        """
         kernel = self.get(kernelId)
+        if kernel.busyWith == "starting":
+            log.info("Kernel {kernelId} is starting: nothing to interrupt", kernelId=kernelId)
+            return succeed(None)
         log.info("Interrupting kernel {kernelId}", kernelId=kernelId)
         return kernel.process.interrupt()
 
@@ -597,6 +603,9 @@ class KernelRegistry(Service):
         return kernel.lifecycle.run(lambda: ensureDeferred(self._restart(kernel, now)))
 
     async def _restart(self, kernel: Kernel, now: bool) -> Kernel:
+        if kernel.id not in self._kernels:
+            # Shut down (a start that failed, say) while this restart waited for its turn.
+            raise NoSuchKernel(kernel.id)
         kernel.busyWith = "restarting"
         try:
             await kernel.process.restart(now=now)

@@ -5,10 +5,12 @@ A new notebook from the launcher, C{print(6*7)} typed and Shift+Enter pressed as
 cell is editable, without waiting for the kernel. JupyterLab drops a run asked for before its
 session has a kernel (jupyterlab/jupyterlab#8490): the cell goes back to C{[ ]:}, the kernel
 comes up idle, and nothing runs. How often that happens depends on how soon the gateway answers
-C{POST /api/kernels}. The test counts the runs that print 42 on each gateway, in tries that
-alternate between them so that both see the same machine, and requires kgw to do at least as
-well as KG. It also counts JupyterLab's console warning "History was unable to be retrieved"
-(a C{history_reply} that never reached the browser).
+C{POST /api/kernels}, and, once the gateway has answered, on JupyterLab's own timing: with both
+gateways answering at launch the outcome of a try is a coin JupyterLab throws. One test counts
+the runs that print 42 on each gateway, in tries that alternate between them so that both see
+the same machine; another presses Shift+Enter the moment the session has its kernel (still
+starting, on kgw), which must print 42 every time. Both count JupyterLab's console warning
+"History was unable to be retrieved" (a C{history_reply} that never reached the browser).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import statistics
 import time
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -63,11 +66,14 @@ class Try:
     historyWarnings: int
 
 
-async def firstRun(context: Any, url: str, label: str, number: int, screenshot: str) -> Try:
+async def firstRun(
+    context: Any, url: str, label: str, number: int, screenshot: str, waitForKernel: bool = False
+) -> Try:
     """
     Open JupyterLab at C{url} in a new page, start a Python 3 notebook from the launcher, type
-    C{print(6*7)} and press Shift+Enter as soon as the cell is editable; wait for 42 or for the
-    run to be dropped. Saves a screenshot of the page at the verdict.
+    C{print(6*7)} and press Shift+Enter as soon as the cell is editable (with C{waitForKernel},
+    as soon as the session has its kernel: the status bar has left "Initializing"); wait for 42
+    or for the run to be dropped. Saves a screenshot of the page at the verdict.
     """
     page = await context.new_page()
     warnings: list[str] = []
@@ -80,9 +86,13 @@ async def firstRun(context: Any, url: str, label: str, number: int, screenshot: 
         cell = notebook.locator(".jp-Cell").first
         await cell.locator('.cm-content[contenteditable="true"]').click()
         await page.keyboard.type("print(6*7)")
+        status = page.get_by_role("button", name=KERNEL_STATUS).first
+        while waitForKernel and not await sessionHasKernel(status):
+            if time.monotonic() - clicked > RUN_DEADLINE:
+                break
+            await page.wait_for_timeout(10)
         await page.keyboard.press("Shift+Enter")
         pressed = time.monotonic()
-        status = page.get_by_role("button", name=KERNEL_STATUS).first
         statusAtPress = await statusText(status)
 
         output = cell.locator(".jp-OutputArea-output")
@@ -130,6 +140,12 @@ async def statusText(status: Any) -> str:
     return (await status.inner_text()).strip()
 
 
+async def sessionHasKernel(status: Any) -> bool:
+    """Whether JupyterLab's session has its kernel: the status bar shows one, not initializing."""
+    state = await statusText(status)
+    return state.startswith("Python 3") and not state.endswith("Initializing")
+
+
 async def warmUp(context: Any, url: str) -> None:
     """Load JupyterLab once, so that no try pays for the browser's first load of its code."""
     page = await context.new_page()
@@ -154,17 +170,24 @@ class FirstRunTests(TestCase):
         # have been stopped, every process they started must have ended.
         self.addCleanup(ProcessWatch(self).check)
 
-    async def test_runAsSoonAsEditable(self):
-        """
-        Shift+Enter pressed as soon as a new notebook's cell is editable prints 42 at least as
-        often on kgw as on KG 3.0.1, over the same number of alternating tries.
-        """
+    async def startLabs(self, labels: tuple[str, ...]) -> dict[str, Any]:
+        """Each gateway of C{labels} with a JupyterLab in front of it, by label."""
         labs = {}
         for label, start in (("kgw", startKgw), ("KG", startKG)):
-            gateway = await start(self, GATEWAY_TOKEN)
-            lab, server = await startJupyter(self, gateway, "jupyterlab")
-            labs[label] = (gateway, lab, server)
+            if label in labels:
+                gateway = await start(self, GATEWAY_TOKEN)
+                lab, server = await startJupyter(self, gateway, "jupyterlab")
+                labs[label] = (gateway, lab, server)
+        return labs
 
+    async def runTries(
+        self, labs: dict[str, Any], name: str, waitForKernel: bool
+    ) -> tuple[dict[str, int], dict[str, int], dict[str, float], str]:
+        """
+        C{TRIES} first runs on each gateway of C{labs}, alternating: the runs that printed 42,
+        the history warnings and the median seconds from the launcher's click to Shift+Enter,
+        by gateway, and where the screenshots are.
+        """
         from playwright.async_api import async_playwright
 
         playwright = await onReactor(async_playwright().start())
@@ -188,7 +211,7 @@ class FirstRunTests(TestCase):
             return f"http://{server.address}/lab/workspaces/{workspace}?token={SERVER_TOKEN}"
 
         for label, (_, _, server) in labs.items():
-            await onReactor(warmUp(context, url(server, f"warm-up-{label}")))
+            await onReactor(warmUp(context, url(server, f"warm-up-{name}-{label}")))
 
         tries: list[Try] = []
         for number in range(1, TRIES + 1):
@@ -196,9 +219,11 @@ class FirstRunTests(TestCase):
             order = list(labs) if number % 2 else list(reversed(labs))
             for label in order:
                 gateway, lab, server = labs[label]
-                screenshot = os.path.join(screenshots, f"first-run-{label}-{number}.png")
-                workspace = url(server, f"first-run-{number}")
-                done = await onReactor(firstRun(context, workspace, label, number, screenshot))
+                screenshot = os.path.join(screenshots, f"{name}-{label}-{number}.png")
+                workspace = url(server, f"{name}-{number}")
+                done = await onReactor(
+                    firstRun(context, workspace, label, number, screenshot, waitForKernel)
+                )
                 tries.append(done)
                 print(f"\n  {label} try {number}: {json.dumps(asdict(done))}", end="")
                 await self.endSessions(gateway, lab, server)
@@ -207,15 +232,50 @@ class FirstRunTests(TestCase):
         history = {
             label: sum(t.historyWarnings for t in tries if t.gateway == label) for label in labs
         }
+        pressed = {
+            label: statistics.median(t.pressedAfter for t in tries if t.gateway == label)
+            for label in labs
+        }
+        with open(os.path.join(screenshots, f"{name}.json"), "w") as f:
+            json.dump({"tries": [asdict(t) for t in tries]}, f, indent=1)
+        return scores, history, pressed, screenshots
+
+    async def test_runAsSoonAsEditable(self):
+        """
+        Shift+Enter pressed as soon as a new notebook's cell is editable: the runs that print 42
+        on kgw and on KG 3.0.1, over the same number of alternating tries. kgw must not lose
+        them all where KG keeps most: kgw 0 against KG 3 or more of 5 fails (with equal odds of
+        about 0.6 a try, that happens by chance in under 1% of runs; a gateway that answered
+        only once the kernel replied, as kgw did, scored 0 of 5 in every run measured).
+        """
+        labs = await self.startLabs(("kgw", "KG"))
+        scores, history, pressed, screenshots = await self.runTries(labs, "first-run", False)
         summary = (
             f"first run as soon as the cell is editable, {TRIES} tries each: "
-            f"kgw {scores['kgw']}/{TRIES}, KG {scores['KG']}/{TRIES}; "
+            f"kgw {scores['kgw']}/{TRIES}, KG {scores['KG']}/{TRIES}; pressed after a median "
+            f"of {pressed['kgw']:.2f} s (kgw) and {pressed['KG']:.2f} s (KG); "
             f'"{HISTORY_WARNING}": kgw {history["kgw"]}, KG {history["KG"]}'
         )
         print(f"\n{summary}\nscreenshots: {screenshots}")
-        with open(os.path.join(screenshots, "first-run.json"), "w") as f:
-            json.dump({"summary": summary, "tries": [asdict(t) for t in tries]}, f, indent=1)
-        self.assertGreaterEqual(scores["kgw"], scores["KG"], summary)
+        self.assertFalse(scores["kgw"] == 0 and scores["KG"] * 5 >= 3 * TRIES, summary)
+
+    async def test_runAsSoonAsSessionHasKernel(self):
+        """
+        Shift+Enter pressed the moment JupyterLab's session has its kernel, while kgw's kernel
+        is still starting (its start is answered at launch), prints 42 every time: what a
+        client sends before the kernel is ready is held, not lost. No history warning either.
+        KG runs beside it, for the time JupyterLab's session takes to get its kernel on each.
+        """
+        labs = await self.startLabs(("kgw", "KG"))
+        scores, history, pressed, screenshots = await self.runTries(labs, "session-ready", True)
+        summary = (
+            f"Shift+Enter once the session has its kernel, {TRIES} tries each: "
+            f"kgw {scores['kgw']}/{TRIES}, KG {scores['KG']}/{TRIES}; the session had its "
+            f"kernel after a median of {pressed['kgw']:.2f} s (kgw) and {pressed['KG']:.2f} s "
+            f'(KG); "{HISTORY_WARNING}": kgw {history["kgw"]}, KG {history["KG"]}'
+        )
+        print(f"\n{summary}\nscreenshots: {screenshots}")
+        self.assertEqual((scores["kgw"], history["kgw"]), (TRIES, 0), summary)
 
     async def endSessions(self, gateway: Any, lab: Any, server: Any) -> None:
         """Delete JupyterLab's sessions, then any kernel the gateway still has."""

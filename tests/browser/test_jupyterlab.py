@@ -19,9 +19,9 @@ from tests.browser.support import (
     missing,
     onReactor,
     skipUnlessRequired,
+    startKgw,
 )
 from tests.integration.test_jupyter_server import GATEWAY_TOKEN, SERVER_TOKEN, startJupyter
-from tests.support import RunningGateway
 
 
 async def runCell(url: str, userDataDir: str, screenshot: str) -> str:
@@ -80,7 +80,9 @@ class JupyterLabTests(TestCase):
 
     async def test_runCell(self):
         """A notebook opened in JupyterLab runs print(6*7) on a kgw kernel and shows 42."""
-        gateway = await RunningGateway(self, auth_token=GATEWAY_TOKEN).start()
+        # A gateway process of its own, as users run it: Autobahn's timers stay out of the
+        # test's reactor.
+        gateway = await startKgw(self, GATEWAY_TOKEN)
         lab, server = await startJupyter(self, gateway, "jupyterlab")
         screenshots = os.environ.get("KGW_SCREENSHOT_DIR") or os.path.abspath(self.mktemp())
         os.makedirs(screenshots, exist_ok=True)

@@ -484,16 +484,40 @@ class EarlyStartTests(TestCase):
         )
         execute = client.send("execute_request", {"code": "print(6 * 7)", "silent": False})
         seen = []
-        while not any(m["header"]["msg_type"] == "execute_reply" for m in seen):
+
+        def idle(m):
+            return m["parent_header"].get("msg_id") == execute and (
+                m["content"].get("execution_state") == "idle"
+            )
+
+        while not (
+            any(m["header"]["msg_type"] == "execute_reply" for m in seen)
+            and any(idle(m) for m in seen)
+        ):
             seen.append(await client.next(lambda m: True))
         replies = [
             m["parent_header"]["msg_id"] for m in seen if m["header"]["msg_type"].endswith("_reply")
         ]
         self.assertEqual(replies, [info, history, execute])
         self.assertEqual(stdout(seen), "42\n")
-        await client.next(lambda m: m["content"].get("execution_state") == "idle")
         code, model = await gateway.request("GET", f"api/kernels/{model['id']}")
         self.assertEqual((code, model["execution_state"]), (200, "idle"))
+
+    async def test_interruptWhileStarting(self):
+        """
+        An interrupt of a kernel still starting is answered 204 and leaves it alone (a SIGINT
+        while it imports would kill it); the kernel then runs code.
+        """
+        gateway = await RunningGateway(
+            self, registryArguments={"specs": writeSpec(self, "slow", SLOW_KERNEL)}
+        ).start()
+        model = await gateway.startKernel(name="slow")
+        pid = gateway.kernels.get(model["id"]).process.pid
+        code, _ = await gateway.request("POST", f"api/kernels/{model['id']}/interrupt")
+        self.assertEqual(code, 204)
+        client = await gateway.connect(model["id"])
+        self.assertEqual(stdout(await client.execute("print(6 * 7)")), "42\n")
+        self.assertEqual(gateway.kernels.get(model["id"]).process.pid, pid)
 
     async def test_deadAfterAnswer(self):
         """

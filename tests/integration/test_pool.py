@@ -47,6 +47,27 @@ class WarmPoolTests(TestCase):
             client = await gateway.connect(model["id"])
             self.assertEqual(stdout(await client.execute("print('ok')")), "ok\n")
 
+    async def test_historyAtOnce(self):
+        """
+        A history_request sent the instant the websocket of a freshly claimed warm kernel opens
+        (with an env, as jupyter_server's start sends) gets its history_reply, in both wire
+        formats, after the kernel_info_reply asked for before it.
+        """
+        gateway = await self.startGateway()
+        for v1 in (False, True):
+            model = await gateway.startKernel(env={"KERNEL_USERNAME": "someone"})
+            client = await gateway.connect(model["id"], v1=v1)
+            info = client.send("kernel_info_request", {})
+            history = client.send(
+                "history_request",
+                {"output": False, "raw": True, "hist_access_type": "tail", "n": 1000},
+            )
+            replies = []
+            while len(replies) < 2:
+                msg = await client.next(lambda m: m["header"]["msg_type"].endswith("_reply"))
+                replies.append((msg["header"]["msg_type"], msg["parent_header"]["msg_id"]))
+            self.assertEqual(replies, [("kernel_info_reply", info), ("history_reply", history)])
+
     async def test_poolRefills(self):
         """Each claim starts a replacement: the pool is full again afterwards."""
         gateway = await self.startGateway()

@@ -30,6 +30,8 @@ import venv
 from typing import Any
 
 from twisted.internet import reactor
+from twisted.internet.error import ConnectionRefusedError
+from twisted.internet.task import deferLater
 from twisted.internet.utils import getProcessOutputAndValue
 from twisted.trial.unittest import SkipTest, TestCase
 
@@ -271,7 +273,16 @@ class QuickStartTests(TestCase):
 
         lab = f"http://127.0.0.1:{sandbox.labPort}/api"
         token = {"Authorization": "token lab-token"}
-        code, specs = await call("GET", f"{lab}/kernelspecs", headers=token)
+        # JupyterLab prints its URL before its event loop binds the port: wait for it.
+        deadline = reactor.seconds() + 60
+        while True:
+            try:
+                code, specs = await call("GET", f"{lab}/kernelspecs", headers=token)
+                break
+            except ConnectionRefusedError:
+                if reactor.seconds() > deadline:
+                    raise
+                await deferLater(reactor, 0.1)
         self.assertEqual(code, 200, specs)
         self.assertIn("python3", specs["kernelspecs"])
         code, kernel = await call("POST", f"{lab}/kernels", headers=token, json={"name": "python3"})

@@ -8,10 +8,18 @@ setup(
     long_description_content_type="text/markdown",
     license="BSD-3-Clause",
     python_requires=">=3.10",
-    packages=["kgw", "kgw.api", "kgw.kernels", "kgw.notebook_http", "twisted.plugins"],
+    packages=[
+        "kgw",
+        "kgw.api",
+        "kgw.http",
+        "kgw.kernels",
+        "kgw.kernels.store",
+        "kgw.notebook_http",
+        "twisted.plugins",
+    ],
     entry_points={"console_scripts": ["kgw = kgw.__main__:main"]},
     install_requires=[
-        # tls: kgw.listen imports pyOpenSSL.
+        # tls: kgw.http.listen imports pyOpenSSL.
         "twisted[tls]>=24.11",
         "autobahn>=24.4",
         "txzmq>=1.0",

@@ -158,17 +158,16 @@ def option(
     help: str,
     parse: Callable[[str], Any] = _text,
     owner: str = "KernelGatewayApp",
-    env: str | None = None,
     kgwOnly: bool = False,
 ) -> Any:
     """
-    Declare one option; C{env} defaults to C{KG_} and the upper-cased field name.
+    Declare one option; its environment variable is C{KG_} and the upper-cased field name.
 
     @param kgwOnly: the option is kgw's own; KG has no such setting.
     """
     return field(
         default=default,
-        metadata={"help": help, "parse": parse, "owner": owner, "env": env, "kgw": kgwOnly},
+        metadata={"help": help, "parse": parse, "owner": owner, "kgw": kgwOnly},
     )
 
 
@@ -318,13 +317,15 @@ class Config:
     )
     buffer_max_messages: int = option(
         10_000,
-        "Most messages kept for a disconnected session; past it the oldest are dropped.",
+        "Most messages kept for a disconnected session; past it the oldest are dropped, iopub "
+        "messages before replies.",
         _integer(1),
         kgwOnly=True,
     )
     buffer_max_bytes: int = option(
         16 * 1024 * 1024,
-        "Most bytes kept for a disconnected session; past it the oldest messages are dropped.",
+        "Most bytes kept for a disconnected session; past it the oldest messages are dropped, "
+        "iopub messages before replies.",
         _integer(1),
         kgwOnly=True,
     )
@@ -338,6 +339,21 @@ class Config:
         600.0,
         "Seconds a disconnected session's buffer and sockets are kept for it to reconnect.",
         _seconds,
+        kgwOnly=True,
+    )
+    client_buffer_max_bytes: int = option(
+        8 * 1024 * 1024,
+        "Most bytes of messages kept waiting for one websocket client that reads slower than its "
+        "kernel writes; past it iopub output is dropped (the client is told how much) and "
+        "replies are kept.",
+        _integer(1),
+        kgwOnly=True,
+    )
+    client_buffer_max_messages: int = option(
+        10_000,
+        "Most messages kept waiting for one websocket client that reads slower than its kernel "
+        "writes; past it iopub output is dropped (the client is told how much).",
+        _integer(1),
         kgwOnly=True,
     )
     iopub_msg_rate_limit: float = option(
@@ -530,7 +546,7 @@ def flag(f: dataclasses.Field[Any]) -> str:
 
 def envVar(f: dataclasses.Field[Any]) -> str:
     """The environment variable of an option."""
-    return f.metadata["env"] or "KG_" + f.name.upper()
+    return "KG_" + f.name.upper()
 
 
 def qualifiedNames(f: dataclasses.Field[Any]) -> list[str]:

@@ -1,6 +1,6 @@
 """Domain errors: what went wrong, in the gateway's own terms.
 
-The HTTP edge maps each of these to a status code in one place (L{kgw.api.errors}); the rest of
+The HTTP edge maps each of these to a status code in one place (L{kgw.http.errors}); the rest of
 the code never speaks HTTP.
 """
 

@@ -1,9 +1,8 @@
-"""Assemble a gateway from its settings: the kernel registry and the HTTP resource tree."""
+"""Assemble a gateway: the kernel service, one API mode's edge, and the site serving it."""
 
 from __future__ import annotations
 
 import os
-from dataclasses import replace
 from typing import Any
 
 from twisted.application.service import MultiService
@@ -12,18 +11,20 @@ from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource
 from twisted.web.server import Site
 
-from kgw.api.app import GatewayAPI
-from kgw.api.channel import strictChannelFactory
-from kgw.api.edge import Edge
-from kgw.api.routes import RouteTemplates
-from kgw.config import Config, ConfigError
+from kgw.api.mode import buildMode as buildWebsocketAPI
+from kgw.config import Config
+from kgw.http.access import accessLogFormatter
+from kgw.http.channel import strictChannelFactory
+from kgw.http.edge import Edge
 from kgw.kernels.buffering import BufferLimits
+from kgw.kernels.culling import Culling
 from kgw.kernels.environment import kernelEnvironment
-from kgw.kernels.registry import Culling, KernelRegistry
-from kgw.kernels.seed import loadSeed
-from kgw.notebook_http.cells import notebookAPI
-from kgw.sessions import SessionRegistry
-from kgw.websocket import ChannelsFactory
+from kgw.kernels.policy import KernelPolicy
+from kgw.kernels.registry import KernelRegistry
+from kgw.kernels.store.directory import StateDirectory
+from kgw.metrics import GatewayMetrics
+from kgw.notebook_http.mode import buildMode as buildNotebookHTTP
+from kgw.startup import Startup
 
 
 class Gateway(MultiService):
@@ -40,17 +41,26 @@ class Gateway(MultiService):
         kernels.setServiceParent(self)
 
 
-def buildGateway(config: Config, clock: IReactorTime, **registryArguments: Any) -> Gateway:
+def buildGateway(
+    settings: Startup | Config, clock: IReactorTime, **registryArguments: Any
+) -> Gateway:
     """
-    The gateway C{config} describes, in its API mode: jupyter-websocket or notebook-http.
+    The gateway the start-up settings describe: the kernel service, and the edge of its API
+    mode (jupyter-websocket or notebook-http), which builds itself from the settings.
 
-    @param registryArguments: passed on to L{KernelRegistry}, for tests.
-    @raise kgw.config.ConfigError: if the seed notebook cannot be loaded or served.
+    @param settings: the resolved start-up settings (plain settings are resolved here, for tests).
+    @param registryArguments: settings of L{KernelPolicy} and arguments of L{KernelRegistry},
+        for tests.
+    @raise kgw.config.ConfigError: if plain settings do not resolve.
     """
+    if isinstance(settings, Startup):
+        startup = settings
+    else:
+        startup = Startup.resolve(settings, registryArguments.get("specs"))
+    config = startup.config
     environ = dict(os.environ)
     notebookHTTP = config.api == "notebook-http"
-    kernels = KernelRegistry(
-        clock,
+    policy = KernelPolicy(
         defaultKernelName=config.default_kernel_name,
         forceKernelName=config.force_kernel_name,
         maxKernels=config.max_kernels,
@@ -60,7 +70,6 @@ def buildGateway(config: Config, clock: IReactorTime, **registryArguments: Any) 
         # notebook-http kernels are lent by the notebook's lender, never claimed from a pool.
         warmKernels=0 if notebookHTTP else config.warm_kernels,
         warmKernelNames=config.warm_kernel_names,
-        stateDir=config.state_dir or None,
         culling=Culling(
             config.cull_idle_timeout,
             config.cull_interval,
@@ -74,67 +83,32 @@ def buildGateway(config: Config, clock: IReactorTime, **registryArguments: Any) 
             config.buffer_timeout,
             config.buffer_max_sessions,
         ),
+    )
+    policy, registryArguments = policy.apply(registryArguments)
+    # The gateway's one metrics object: the registry, the edge and the websockets record in it,
+    # and the registry's kernels are counted at each scrape.
+    metrics = GatewayMetrics()
+    kernels = KernelRegistry(
+        clock,
+        policy,
+        seed=startup.seed,
+        store=StateDirectory(config.state_dir) if config.state_dir else None,
         environment=lambda requested: kernelEnvironment(
             requested, environ, config.env_whitelist, config.env_process_whitelist
         ),
+        metrics=metrics,
         **registryArguments,
     )
-    # The registry's metrics are the gateway's: its kernels are counted at each scrape.
-    metrics = kernels.metrics
     metrics.watchKernels(kernels)
-    kernels.seed = loadSeed(config, kernels.specs)
-    if notebookHTTP:
-        return _notebookHTTP(config, clock, kernels)
-    api = GatewayAPI(
-        kernels,
-        SessionRegistry(kernels),
-        ChannelsFactory(
-            config.max_message_size,
-            (config.iopub_msg_rate_limit, config.iopub_data_rate_limit, config.rate_limit_window),
-            clock,
-            metrics,
-        ),
-        baseURL=config.base_url,
-        listKernels=config.list_kernels,
-    )
-    edge = Edge.fromConfig(
-        api.app.resource(), config, routes=RouteTemplates(api.app.url_map), metrics=metrics
-    )
-    return Gateway(kernels, edge)
-
-
-def _notebookHTTP(config: Config, clock: IReactorTime, kernels: KernelRegistry) -> Gateway:
-    """A gateway serving the seed notebook's annotated cells; its other cells are the seed."""
-    from kgw.notebook_http.pool import KernelLender
-    from kgw.notebook_http.routes import NotebookAPIResource
-
-    seed = kernels.seed
-    if seed is None:
-        raise ConfigError("notebook-http mode needs a notebook: set seed_uri")
-    api = notebookAPI(seed.notebook, seed.path, config.comment_prefix)
-    # Without history: requests run without it too, and IPython decides whether to show a
-    # result by the last cell in it (see L{kgw.notebook_http.cells.endsWithSemicolon}).
-    kernels.seed = replace(seed, cells=tuple(api.seedCells), storeHistory=False)
-    lender = KernelLender(kernels, config.prespawn_count, clock)
-    resource = NotebookAPIResource(
-        api,
-        lender,
-        clock,
-        seed.path,
-        timeout=config.request_timeout,
-        allowDownload=config.allow_notebook_download,
-        staticPath=config.static_path,
-        hideToken=bool(config.auth_token),
-    )
-    edge = Edge.fromConfig(
-        resource.app.resource(),
-        config,
-        routeOptions=True,
-        routes=resource.routeTemplate,
-        metrics=kernels.metrics,
-    )
-    gateway = Gateway(kernels, edge)
-    lender.setServiceParent(gateway)
+    if startup.notebook is not None and startup.seed is not None:
+        resource, services = buildNotebookHTTP(
+            config, startup.notebook, startup.seed.path, clock, kernels, metrics
+        )
+    else:
+        resource, services = buildWebsocketAPI(config, clock, kernels, metrics)
+    gateway = Gateway(kernels, resource)
+    for service in services:
+        service.setServiceParent(gateway)
     return gateway
 
 
@@ -149,12 +123,10 @@ def buildSite(resource: IResource) -> Site:
     """
     The HTTP factory serving C{resource} on every listening endpoint: its access log never shows
     a token, its connections answer in JSON what they cannot parse
-    (L{kgw.api.channel.StrictChannel}), and when C{resource} is an L{Edge} with a body size
+    (L{kgw.http.channel.StrictChannel}), and when C{resource} is an L{Edge} with a body size
     limit, no request body is held beyond that limit, nor waited for when its declared length
     is over it.
     """
-    from kgw.api.access import accessLogFormatter
-
     if isinstance(resource, Edge) and resource.observesRequests:
         site: Site = _QuietSite(resource)
     else:

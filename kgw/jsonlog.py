@@ -14,6 +14,8 @@ from typing import IO, Any
 
 from twisted.logger import FileLogObserver, LogEvent, formatEvent
 
+from kgw.jupyter import isoformat
+
 # Keys of events from twisted.python.log, shown through the message or not at all.
 _LEGACY = frozenset({"message", "isError", "format", "failure", "why", "time", "system"})
 _OWN = ("time", "level", "namespace", "system", "message", "traceback")
@@ -32,9 +34,7 @@ def eventAsDict(event: LogEvent) -> dict[str, Any]:
     when = event.get("log_time")
     level = event.get("log_level")
     found: dict[str, Any] = {
-        "time": None
-        if when is None
-        else datetime.fromtimestamp(when, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        "time": None if when is None else isoformat(datetime.fromtimestamp(when, timezone.utc)),
         "level": getattr(level, "name", "info"),
         "namespace": event.get("log_namespace", ""),
     }

@@ -14,8 +14,8 @@ plus the C{process_*} families of the gateway's own process.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from collections.abc import Iterable, Sequence
+from typing import Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, ProcessCollector
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -23,22 +23,37 @@ from twisted.python import threadable
 from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource, Resource
 
-if TYPE_CHECKING:
-    from kgw.kernels.registry import KernelRegistry
+from kgw.jupyter import CHANNELS, CLIENT_CHANNELS
 
 # The message directions of kgw_messages_total, and the channels messages take in each.
 TO_CLIENT = "kernel_to_client"
 TO_KERNEL = "client_to_kernel"
-CHANNELS = {
-    TO_CLIENT: ("shell", "control", "stdin", "iopub"),
-    TO_KERNEL: ("shell", "control", "stdin"),
-}
+DIRECTIONS = {TO_CLIENT: CHANNELS, TO_KERNEL: CLIENT_CHANNELS}
 
 # The methods kgw_http_request_duration_seconds names; any other is counted as "other".
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 # Kernel starts take from a fraction of a second (a warm kernel) to a minute (the timeout).
 START_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0)
+
+
+class CountedKernel(Protocol):
+    """What the metrics read of a kernel."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def executionState(self) -> str: ...
+
+    @property
+    def connections(self) -> int: ...
+
+
+class KernelSource(Protocol):
+    """Where the metrics find the kernels to count: the kernel registry."""
+
+    def kernels(self) -> Sequence[CountedKernel]: ...
 
 
 class KernelCollector:
@@ -50,7 +65,7 @@ class KernelCollector:
     L{refresh} took in the reactor's thread just before the scrape was handed over.
     """
 
-    def __init__(self, kernels: KernelRegistry) -> None:
+    def __init__(self, kernels: KernelSource) -> None:
         self._kernels = kernels
         self._counts: dict[tuple[str, str], int] = {}
         self._connections = 0
@@ -119,7 +134,7 @@ class GatewayMetrics:
         self._kernelCollector: KernelCollector | None = None
         self._resource: IResource | None = None
 
-    def watchKernels(self, kernels: KernelRegistry) -> None:
+    def watchKernels(self, kernels: KernelSource) -> None:
         """Count the kernels of C{kernels}, and their websockets, at each scrape."""
         self._kernelCollector = KernelCollector(kernels)
         self.registry.register(self._kernelCollector)
@@ -127,7 +142,7 @@ class GatewayMetrics:
     def relayCounters(self, direction: str) -> dict[str, Counter]:
         """The C{kgw_messages_total} child of each channel in C{direction}, for hot paths."""
         return {
-            channel: self.messages.labels(channel, direction) for channel in CHANNELS[direction]
+            channel: self.messages.labels(channel, direction) for channel in DIRECTIONS[direction]
         }
 
     def kernelStarted(self, name: str, outcome: str, seconds: float) -> None:

@@ -13,15 +13,18 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from kgw.api.access import AccessPolicy
 from kgw.api.app import GatewayAPI
-from kgw.api.edge import Edge
-from kgw.api.routes import RouteTemplates
+from kgw.api.sessions import SessionRegistry
+from kgw.api.websocket import ChannelsFactory
+from kgw.http.access import AccessPolicy
+from kgw.http.edge import Edge
+from kgw.http.routes import RouteTemplates
 from kgw.kernels.environment import kernelEnvironment
-from kgw.kernels.registry import Kernel, KernelRegistry
+from kgw.kernels.kernel import Kernel
+from kgw.kernels.launcher import Launcher
+from kgw.kernels.policy import KernelPolicy
+from kgw.kernels.registry import KernelRegistry
 from kgw.metrics import GatewayMetrics
-from kgw.sessions import SessionRegistry
-from kgw.websocket import ChannelsFactory
 
 # The PNG signature and a few more bytes: enough for a logo nobody looks at.
 LOGO = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR"
@@ -94,14 +97,20 @@ class FakeProcess:
         return self._record("isAlive", True)
 
 
+class OfflineLauncher(Launcher):
+    """A launcher whose kernels answer at once, with no ZeroMQ channels."""
+
+    def openChannels(self, kernel: Kernel) -> None:
+        pass
+
+    def answers(self, kernel: Kernel) -> Deferred[None]:
+        return succeed(None)
+
+
 class OfflineRegistry(KernelRegistry):
     """A kernel registry whose kernels answer at once, with no ZeroMQ channels."""
 
-    def _openChannels(self, kernel: Kernel) -> None:
-        pass
-
-    def _answers(self, kernel: Kernel) -> Deferred[None]:
-        return succeed(None)
+    launcherType = OfflineLauncher
 
 
 def writeKernelspecs(directory: str) -> None:
@@ -135,8 +144,10 @@ def makeRegistry(testCase: SynchronousTestCase, **kw: Any) -> OfflineRegistry:
     writeKernelspecs(specsDir)
     kw.setdefault("defaultKernelName", "fake")
     kw.setdefault("processFactory", FakeProcess)
+    policy, kw = KernelPolicy().apply(kw)
     return OfflineRegistry(
         Clock(),
+        policy,
         specs=KernelSpecManager(kernel_dirs=[specsDir], ensure_native_kernel=False),
         environment=lambda requested: kernelEnvironment(requested, {"PATH": "/bin"}),
         runtimeDir=os.path.join(root, "runtime"),

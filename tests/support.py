@@ -16,11 +16,11 @@ from twisted.internet.defer import Deferred, DeferredQueue
 from twisted.trial.unittest import TestCase
 from twisted.web.client import HTTPConnectionPool
 
-from kgw import wire
+from kgw.api import wire
 from kgw.config import Config
 from kgw.gateway import buildGateway, buildSite
 from kgw.kernels.registry import KernelRegistry
-from kgw.kernels.state import pidAlive
+from kgw.kernels.store.directory import pidAlive
 
 TIMEOUT = 30.0
 

@@ -56,7 +56,7 @@ class RestartLimitTests(SynchronousTestCase):
 
         kernels = makeRegistry(self, processFactory=factory, restartLimit=3)
         kernel = self.successResultOf(kernels.startKernel())
-        kernels.clock.advance(kernels.watchInterval)
+        kernels.clock.advance(kernels.policy.watchInterval)
         self.assertNotIn(kernel.id, kernels)
         self.assertEqual(made[0].operations().count("restart"), 3)
         self.assertEqual(kernel.executionState, "dead")

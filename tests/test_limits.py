@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from kgw.kernels.registry import Culling
-from kgw.ratelimit import IOPubRateLimiter
+from kgw.api.ratelimit import IOPubRateLimiter
+from kgw.kernels.culling import Culling
 
 STREAM = [b"{}", b"{}", b"{}", b'{"name": "stdout", "text": "' + b"x" * 100 + b'"}']
 
@@ -65,6 +65,33 @@ class SessionBufferTests(SynchronousTestCase):
             buffer.relay("iopub", {"msg_id": str(i)}, [b"x" * 100])
         self.assertEqual([h["msg_id"] for _, h, _, _ in buffer.messages], ["2", "3", "4"])
         self.assertEqual((buffer.dropped, buffer.size), (2, 300))
+
+    def test_floodKeepsRepliesWithinBounds(self):
+        """
+        Under a flood of output the buffer stays within its bounds, and the replies that came
+        before the flood are kept (the output goes first), replayed in their place.
+        """
+        from kgw.kernels.buffering import BufferLimits, SessionBuffer
+
+        buffer = SessionBuffer(BufferLimits(maxMessages=50, maxBytes=10_000))
+        buffer.relay("shell", {"msg_id": "reply"}, [b"r" * 100])
+        buffer.relay("stdin", {"msg_id": "input"}, [b"i" * 100])
+        for i in range(10_000):
+            buffer.relay("iopub", {"msg_id": str(i)}, [b"x" * 1000])
+            self.assertLessEqual(buffer.size, 10_000)
+            self.assertLessEqual(len(buffer), 50)
+        kept = [h["msg_id"] for _, h, _, _ in buffer.messages]
+        self.assertEqual(kept, ["reply", "input", *(str(i) for i in range(9_991, 10_000))])
+        self.assertEqual(buffer.dropped, 9_991)
+
+    def test_onlyRepliesLeftGoOldestFirst(self):
+        """When nothing but replies is left, the oldest reply goes."""
+        from kgw.kernels.buffering import BufferLimits, SessionBuffer
+
+        buffer = SessionBuffer(BufferLimits(maxMessages=2, maxBytes=10**6))
+        for i in range(3):
+            buffer.relay("shell", {"msg_id": str(i)}, [b"r"])
+        self.assertEqual([h["msg_id"] for _, h, _, _ in buffer.messages], ["1", "2"])
 
 
 class CommentPrefixTests(SynchronousTestCase):

@@ -14,15 +14,15 @@ from twisted.logger import capturedLogs, formatEvent
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from kgw import wire
-from kgw.api.access import AccessPolicy
+from kgw.api import wire
 from kgw.api.app import GatewayAPI
-from kgw.api.routes import UNMATCHED, RouteTemplates
+from kgw.api.websocket import ChannelsFactory
+from kgw.http.access import AccessPolicy
+from kgw.http.routes import UNMATCHED, RouteTemplates
 from kgw.jsonlog import eventAsLine
 from kgw.metrics import TO_CLIENT, TO_KERNEL, GatewayMetrics
 from kgw.notebook_http.cells import parseNotebook
 from kgw.notebook_http.routes import NotebookAPIResource
-from kgw.websocket import ChannelsFactory
 from tests.fakes import FakeProcess, makeAPI
 from tests.support import TIMEOUT
 
@@ -248,7 +248,7 @@ class RequestLogTests(SynchronousTestCase):
             call(stub, "GET", f"/api/kernels/{kernels.kernels()[0].id}?token={TOKEN}")
             call(stub, "GET", "/nowhere")
         lines = [
-            json.loads(eventAsLine(e)) for e in events if e["log_namespace"] == "kgw.api.observe"
+            json.loads(eventAsLine(e)) for e in events if e["log_namespace"] == "kgw.http.observe"
         ]
         self.assertEqual(
             [(line["method"], line["route"], line["status"]) for line in lines],
@@ -278,7 +278,7 @@ class RequestLogTests(SynchronousTestCase):
         evil = 'x" 200 0 "\x1b[2K'
         with capturedLogs() as events:
             call(stub, "GET", "/api", headers={"User-Agent": evil, "Referer": f"/r?token={TOKEN}"})
-        [event] = [e for e in events if e["log_namespace"] == "kgw.api.observe"]
+        [event] = [e for e in events if e["log_namespace"] == "kgw.http.observe"]
         text = formatEvent(event)
         self.assertNotIn("\x1b", text)
         self.assertTrue(text.endswith('"/r?token=[secret]" "x\\" 200 0 \\"\\u001b[2K"'), text)

@@ -5,19 +5,20 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import os
 from typing import Any
 
 from klein import Klein
 from twisted.web.iweb import IRequest
 
 from kgw import __version__
-from kgw.api.errors import handleFailure, writeError
-from kgw.api.files import fileUnder, serveFile
 from kgw.api.openapi import build_openapi, to_yaml
+from kgw.api.sessions import SessionRegistry
+from kgw.api.websocket import ChannelsFactory, ChannelsResource
 from kgw.errors import Forbidden, InvalidRequest
-from kgw.kernels.registry import KernelRegistry, specResources
-from kgw.sessions import SessionRegistry
-from kgw.websocket import ChannelsFactory, ChannelsResource
+from kgw.http.errors import handleFailure, writeError
+from kgw.http.files import fileUnder, serveFile
+from kgw.kernels.registry import KernelRegistry
 
 JSON = b"application/json"
 
@@ -87,7 +88,7 @@ class GatewayAPI:
     """
     The jupyter-websocket API over a kernel registry and a session registry.
 
-    Routes are relative: L{kgw.api.edge} mounts the app under C{base_url}, which is also the
+    Routes are relative: L{kgw.http.edge} mounts the app under C{base_url}, which is also the
     prefix of the URLs the API hands out (C{Location}, kernelspec resources).
     """
 
@@ -238,3 +239,19 @@ class GatewayAPI:
         await self.sessions.delete(session_id)
         request.setResponseCode(204)
         return b""
+
+
+def specResources(name: str, resourceDir: str, baseURL: str) -> dict[str, str]:
+    """URLs of a kernelspec's logos, C{kernel.js} and C{kernel.css}, as jupyter_server does."""
+    resources: dict[str, str] = {}
+    try:
+        files = sorted(os.listdir(resourceDir))
+    except OSError:
+        return resources
+    for fileName in files:
+        url = f"{baseURL}kernelspecs/{name}/{fileName}"
+        if fileName.startswith("logo-"):
+            resources[os.path.splitext(fileName)[0]] = url
+        elif fileName in ("kernel.js", "kernel.css"):
+            resources[fileName] = url
+    return resources

@@ -15,18 +15,23 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+from collections.abc import Callable
 
 from jupyter_client.kernelspec import KernelSpecManager
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
+from kgw.kernels.kernel import Kernel
 from kgw.kernels.process import AdoptedProcess
-from kgw.kernels.state import (
+from kgw.kernels.store import KernelStore
+from kgw.kernels.store.directory import (
     InvalidRecord,
     KernelRecord,
     RecordError,
-    StateDirectory,
     checkRecord,
+    endProcess,
     isKernelProcess,
     isValidField,
 )
@@ -117,14 +122,14 @@ def rebuildRecord(invalid: InvalidRecord, pid: int, connectionFile: str) -> Kern
 
 
 async def recoverRecords(
-    state: StateDirectory, runtimeDir: str, specs: KernelSpecManager, clock: IReactorTime
+    state: KernelStore, runtimeDir: str, specs: KernelSpecManager, clock: IReactorTime
 ) -> list[KernelRecord]:
     """
     The records of the kernels left by an earlier gateway, to be adopted or cleaned up.
 
     Each valid record, with its kernel's pid found again by its connection file if the recorded
     one is not it; and for each invalid record (logged and moved aside by
-    L{StateDirectory.read}) whose kernel still runs, a record rebuilt from its connection file.
+    L{KernelStore.read}) whose kernel still runs, a record rebuilt from its connection file.
     A kernel whose record cannot be rebuilt is shut down here: SIGTERM, then SIGKILL after
     L{AdoptedProcess.graceTime}.
     """
@@ -176,3 +181,44 @@ def _removeConnectionFile(path: str) -> None:
         os.unlink(path)
     except OSError:
         pass
+
+
+async def adoptRecorded(
+    store: KernelStore,
+    runtimeDir: str,
+    specs: KernelSpecManager,
+    clock: IReactorTime,
+    connect: Callable[[Kernel], Deferred[None]],
+    register: Callable[[Kernel], None],
+) -> None:
+    """
+    Take over the kernels an earlier gateway recorded and that still run, under their ids;
+    clean up after the others.
+
+    @param connect: opens a kernel's channels and fires once it answers on them.
+    @param register: makes an adopted kernel the registry's.
+    """
+    for record in await recoverRecords(store, runtimeDir, specs, clock):
+        if record.handedOut and isKernelProcess(record) and not store.claim(record.id):
+            continue  # another gateway, alive, owns it
+        if not record.handedOut or not isKernelProcess(record):
+            if isKernelProcess(record):
+                endProcess(record.pid, signal.SIGKILL)
+            log.info("Cleaning up after kernel {kernelId}", kernelId=record.id)
+            _removeConnectionFile(record.connectionFile)
+            store.remove(record.id)
+            continue
+        kernel = Kernel(record.id, record.name, AdoptedProcess(record, specs, clock))
+        kernel.launchEnv, kernel.cwd = record.env, record.cwd
+        try:
+            await connect(kernel)
+        except Exception:
+            log.failure("Kernel {kernelId} could not be adopted", kernelId=record.id)
+            if kernel.channels is not None:
+                kernel.channels.close(1011, "kernel could not be adopted")
+            await kernel.process.shutdown(now=True)
+            store.remove(record.id)
+            continue
+        kernel.executionState = "idle"
+        register(kernel)
+        log.info("Adopted kernel {kernelId} ({name})", kernelId=record.id, name=record.name)

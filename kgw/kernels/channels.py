@@ -12,24 +12,25 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 import zmq
 from jupyter_client.session import Session
-from twisted.internet.defer import CancelledError, Deferred, fail
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.defer import TimeoutError as DeferredTimeout
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from txzmq import ZmqFactory
 
+from kgw.jupyter import CLIENT_CHANNELS
 from kgw.kernels.buffering import BufferLimits, SessionBuffer
 from kgw.kernels.sockets import JupyterSocket, MessageError, Pacing, Signer, address
 
-if TYPE_CHECKING:
-    from kgw.kernels.execution import KernelCaller
-
-CLIENT_CHANNELS = ("shell", "control", "stdin")
+# The most iopub messages ZeroMQ queues in the gateway for it to read. A kernel that outruns
+# the gateway then fills its own queue (its high-water mark, 1000 messages), where the excess
+# is dropped, rather than the gateway's memory: 1 MB messages, unbounded, took gigabytes.
+IOPUB_RECEIVE_LIMIT = 64
 
 log = Logger()
 
@@ -42,6 +43,25 @@ class Client(Protocol):
 
     def kernelGone(self, code: int, reason: str) -> None:
         """The kernel is shutting down or dead: close with websocket C{code} and C{reason}."""
+
+
+class Listener(Protocol):
+    """
+    One of the gateway's own users of a kernel's channels (L{kgw.kernels.execution.KernelCaller}):
+    it sees every iopub message, and is told of holds and of the end.
+    """
+
+    def iopubReceived(self, header: dict[str, Any], parts: Sequence[bytes]) -> None:
+        """A message the kernel published."""
+
+    def hold(self) -> None:
+        """The kernel restarts: what it was running is lost."""
+
+    def release(self) -> None:
+        """The kernel answers again."""
+
+    def close(self, reason: Exception) -> None:
+        """The channels are closed."""
 
 
 class KernelChannels:
@@ -74,7 +94,7 @@ class KernelChannels:
         # Holds in force (a start and a restart may overlap): messages wait while any is.
         self._holds = 0
         self._iopubWaiters: list[Callable[[], None]] = []
-        self._caller: KernelCaller | None = None
+        self._listeners: list[Listener] = []
         self._readyWaits: set[Callable[[object], None]] = set()
         self._iopub = JupyterSocket(
             factory,
@@ -83,6 +103,7 @@ class KernelChannels:
             self._iopubReceived,
             clock=clock,
             pacing=Pacing(),
+            receiveLimit=IOPUB_RECEIVE_LIMIT,
         )
 
     def _iopubReceived(self, frames: list[bytes]) -> None:
@@ -99,8 +120,8 @@ class KernelChannels:
             # subscriber, the gateway, not for the clients, who did not subscribe.
             return
         self._onMessage("iopub", header, parts)
-        if self._caller is not None:
-            self._caller.iopubReceived(header, parts)
+        for listener in self._listeners:
+            listener.iopubReceived(header, parts)
         for client in list(self.clients):
             client.relay("iopub", header, parts)
         for buffer, _, _ in self.buffers.values():
@@ -184,23 +205,9 @@ class KernelChannels:
         nudge(0.1)
         return done
 
-    @property
-    def caller(self) -> KernelCaller:
-        """The gateway's own shell connection to the kernel, opened when first needed."""
-        if self._caller is None:
-            from kgw.kernels.execution import KernelCaller
-
-            self._caller = KernelCaller(self)
-        return self._caller
-
-    def execute(self, code: str, storeHistory: bool = True) -> Deferred[dict[str, Any]]:
-        """
-        Run C{code} for the gateway itself and fire with its C{execute_reply} content, once the
-        kernel is idle again. Clients see its iopub messages, not its reply.
-        """
-        if self.closed:
-            return fail(ConnectionDone("the kernel's channels are closed"))
-        return self.caller.execute(code, storeHistory=storeHistory)
+    def listen(self, listener: Listener) -> None:
+        """Tell C{listener} of every iopub message, hold and release until the channels close."""
+        self._listeners.append(listener)
 
     @property
     def held(self) -> bool:
@@ -215,8 +222,8 @@ class KernelChannels:
         self._holds += 1
         for channels in self._allClientChannels():
             channels.hold()
-        if self._caller is not None:
-            self._caller.hold()
+        for listener in self._listeners:
+            listener.hold()
 
     def release(self) -> None:
         """End one L{hold}; once none is left, send the messages kept back."""
@@ -225,8 +232,8 @@ class KernelChannels:
             return
         for channels in self._allClientChannels():
             channels.release()
-        if self._caller is not None:
-            self._caller.release()
+        for listener in self._listeners:
+            listener.release()
 
     def _allClientChannels(self) -> list[ClientChannels]:
         return [*self.clients.values(), *(channels for _, channels, _ in self.buffers.values())]
@@ -309,15 +316,16 @@ class KernelChannels:
     def close(self, code: int, reason: str) -> None:
         """
         Tell every client the kernel is gone, with websocket close C{code}; close all sockets.
-        A L{waitUntilReady} or L{execute} still waiting fails. Closing again does nothing.
+        A L{waitUntilReady} still waiting, and every listener's work, fails. Closing again does
+        nothing.
         """
         if self.closed:
             return
         self.closed = True
         for finish in list(self._readyWaits):
             finish(ConnectionDone("the kernel's channels were closed"))
-        if self._caller is not None:
-            self._caller.close(ConnectionDone("the kernel's channels were closed"))
+        for listener in self._listeners:
+            listener.close(ConnectionDone("the kernel's channels were closed"))
         for client in list(self.clients):
             self.clients.pop(client).close()
             client.kernelGone(code, reason)

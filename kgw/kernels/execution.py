@@ -9,15 +9,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import zmq
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, fail
+from twisted.internet.error import ConnectionDone
 
+from kgw.kernels.channels import KernelChannels
 from kgw.kernels.sockets import JupyterSocket, MessageError, address
-
-if TYPE_CHECKING:
-    from kgw.kernels.channels import KernelChannels
 
 Output = Callable[[str, dict[str, Any]], None]
 
@@ -35,7 +34,10 @@ class _Execution:
 
 
 class KernelCaller:
-    """The gateway's shell connection to one kernel, and the executions waiting on it."""
+    """
+    The gateway's shell connection to one kernel, and the executions waiting on it: an ordinary
+    listener of the kernel's channels (L{KernelChannels.listen}), as a websocket client is.
+    """
 
     def __init__(self, channels: KernelChannels) -> None:
         self._channels = channels
@@ -51,6 +53,7 @@ class KernelCaller:
         )
         if channels.held:
             self._shell.hold()
+        channels.listen(self)
 
     def execute(
         self,
@@ -65,8 +68,11 @@ class KernelCaller:
         @param onOutput: called with C{(msg_type, content)} for each iopub message the execution
             publishes, in order.
         @return: a Deferred that fails with L{KernelRestarted} if the kernel restarts first;
-            cancelling it stops the wait, not the execution.
+            cancelling it stops the wait, not the execution; one that fails with
+            C{ConnectionDone} if the channels are closed.
         """
+        if self._channels.closed:
+            return fail(ConnectionDone("the kernel's channels are closed"))
         request, parts = self._signer.message(
             "execute_request",
             {

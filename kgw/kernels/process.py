@@ -20,7 +20,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import deferLater
 
 from kgw.bridge import fromCoroutine
-from kgw.kernels.state import KernelRecord, endProcess, isKernelProcess, pidAlive
+from kgw.kernels.store.directory import KernelRecord, endProcess, isKernelProcess, pidAlive
 
 
 class KernelProcess:

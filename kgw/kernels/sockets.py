@@ -90,12 +90,17 @@ class Pacing:
     message, and relays a batch to each client in one write: about half the CPU per relayed
     message. Sparse messages, such as a request's busy and idle statuses, never form a streak,
     so their latency is untouched; a stream's messages wait at most C{interval}.
+
+    A read takes at most C{most} bytes; the rest is read once the reactor has served what else
+    is ready. A kernel flooding large outputs faster than they are relayed then never holds the
+    reactor for the whole of ZeroMQ's receive queue, and HTTP requests keep being answered.
     """
 
     gap: float = 0.001
     streak: int = 16
     interval: float = 0.004
     calm: int = 2
+    most: int = 1024 * 1024
 
 
 class JupyterSocket(ZmqConnection):
@@ -112,6 +117,8 @@ class JupyterSocket(ZmqConnection):
         kernel), so that such messages wait here, where holding applies to them.
     @param pacing: read streams of messages in batches (see L{Pacing}); each message as it
         comes when C{None}.
+    @param receiveLimit: the most messages ZeroMQ may queue for this socket to read (0: no
+        limit). txZMQ sets none: a kernel faster than the gateway would fill its memory.
     """
 
     firstRetry = 0.001
@@ -128,6 +135,7 @@ class JupyterSocket(ZmqConnection):
         clock: IReactorTime | None = None,
         immediate: bool = False,
         pacing: Pacing | None = None,
+        receiveLimit: int = 0,
     ) -> None:
         # ZmqConnection.__init__ reads socketType and may deliver messages at once.
         self.socketType = socketType
@@ -146,6 +154,9 @@ class JupyterSocket(ZmqConnection):
         super().__init__(factory, None, identity)
         if immediate:
             self.socket.setsockopt(zmq.IMMEDIATE, 1)
+        if receiveLimit:
+            # Before connecting: a pipe takes the limit in force when it is made.
+            self.socket.setsockopt(zmq.RCVHWM, receiveLimit)
         if socketType == zmq.SUB:
             self.socket.setsockopt(zmq.SUBSCRIBE, b"")
         self.addEndpoints([ZmqEndpoint(ZmqEndpointType.connect, address)])
@@ -166,7 +177,7 @@ class JupyterSocket(ZmqConnection):
         if self._resume is not None and self._resume.active():
             return  # paused: the batch is read when reading resumes
         pacing = self._pacing
-        received = 0
+        received = taken = 0
         while self.factory is not None:
             socket = self.socket
             if not socket.get(zmq.EVENTS) & zmq.POLLIN:
@@ -184,7 +195,16 @@ class JupyterSocket(ZmqConnection):
                 self.messageReceived(message)
             except Exception:
                 log.failure("Handling a message from the kernel failed")
+            if pacing is not None:
+                taken += sum(len(frame) for frame in message)
+                if taken >= pacing.most:
+                    break
         if pacing is None or self.factory is None:
+            return
+        if taken >= pacing.most:
+            # ZeroMQ signals new messages, not waiting ones: the rest must be asked for.
+            self.factory.reactor.removeReader(self)
+            self._resume = self.clock.callLater(0, self._resumeReading)
             return
         if self.paced and received < pacing.calm:
             self.paced = False

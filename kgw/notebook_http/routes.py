@@ -14,13 +14,13 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
 
-from kgw.api.errors import handleFailure, writeError
-from kgw.api.files import fileUnder, serveFile
-from kgw.api.routes import UNMATCHED, RouteTemplates
+from kgw.http.errors import handleFailure, writeError
+from kgw.http.files import fileUnder, serveFile
+from kgw.http.routes import UNMATCHED, RouteTemplates
 from kgw.kernels.execution import KernelRestarted
-from kgw.kernels.registry import Kernel
+from kgw.kernels.kernel import Kernel
 from kgw.notebook_http.cells import Endpoint, NotebookAPI, match
-from kgw.notebook_http.pool import KernelLender
+from kgw.notebook_http.lender import KernelLender
 from kgw.notebook_http.request import assignment, buildRequest
 from kgw.notebook_http.responses import (
     Outputs,
@@ -187,7 +187,7 @@ class NotebookAPIResource:
         channels = kernel.channels
         if channels is None or channels.closed:
             raise KernelDied()
-        caller = channels.caller
+        caller = kernel.caller
         outputs = Outputs(quiet=endpoint.quiet)
         # One execute runs the assignment and the cell together (KG runs them as two, one after
         # the other); a ResponseInfo cell goes at once behind it. A cell that fails makes the

@@ -61,7 +61,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from kgw.kernels.state import pidAlive
+from kgw.kernels.store.directory import pidAlive
 
 BIN = os.path.dirname(sys.executable)
 TWISTD = os.path.join(BIN, "twistd")

@@ -20,8 +20,8 @@ from twisted.internet.error import ProcessDone, ProcessTerminated
 from twisted.internet.protocol import ProcessProtocol
 from twisted.trial.unittest import SkipTest, TestCase
 
-from kgw import wire
-from kgw.websocket import ChannelsProtocol
+from kgw.api import wire
+from kgw.api.websocket import ChannelsProtocol
 from tests.support import RunningGateway
 
 ROOT = Path(__file__).resolve().parents[2]

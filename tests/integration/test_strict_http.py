@@ -15,8 +15,8 @@ from twisted.internet.protocol import Protocol, connectionDone
 from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 
+from tests.http.test_strict_http import dechunked
 from tests.support import RunningGateway, withTimeout
-from tests.test_strict_http import dechunked
 
 TOKEN = "s3cret"
 NO_KERNEL = "00000000-0000-0000-0000-000000000000"

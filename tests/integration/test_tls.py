@@ -26,11 +26,11 @@ from twisted.web.iweb import IAgentEndpointFactory, IPolicyForHTTPS
 from zope.interface import implementer
 
 from kgw.gateway import buildGateway, buildSite
-from kgw.listen import listeningServices
+from kgw.http.listen import listeningServices
 from tests.certificates import Authority
+from tests.http.test_listen import freePortPair
 from tests.integration.test_daemon import Twistd, spawnTwistd
 from tests.support import TIMEOUT, GatewayClient, RunningGateway, stdout, withTimeout
-from tests.test_listen import freePortPair
 
 
 @implementer(IPolicyForHTTPS)

@@ -25,12 +25,14 @@ from twisted.internet.task import deferLater
 from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 
-from kgw import wire
+from kgw.api import wire
 from tests.support import Client, RunningGateway, withTimeout
 
 LIMIT = 64 * 1024
 # Long enough for a message the gateway wrongly relayed to come back from the kernel.
 SETTLE = 1.0
+# Invalid frames sent in a row, fewer than the 100 after which the gateway closes.
+STREAK = 90
 
 
 def v1Execute(code: str) -> bytes:
@@ -108,12 +110,16 @@ class GarbageTests(TestCase):
         self.assertIs(self.gateway.kernels.get(self.kernelId), self.kernel)
 
     async def sendAll(self, client: Client, frames: list[tuple[bytes, bool]]) -> None:
-        """Send C{frames}, with a bystander execution in the middle of them."""
+        """
+        Send C{frames}, with a bystander execution in the middle of them, and a valid message
+        from the sender after every L{STREAK}: 100 invalid ones in a row would close it.
+        """
         middle = len(frames) // 2
-        for payload, isBinary in frames[:middle]:
-            client.sendMessage(payload, isBinary=isBinary)
-        self.assertEqual(await self.bystanderRuns("print(marker + 1)"), "43\n")
-        for payload, isBinary in frames[middle:]:
+        for i, (payload, isBinary) in enumerate(frames):
+            if i == middle:
+                self.assertEqual(await self.bystanderRuns("print(marker + 1)"), "43\n")
+            if i and i % STREAK == 0:
+                self.ours.add(client.send("kernel_info_request", {}))
             client.sendMessage(payload, isBinary=isBinary)
 
     async def assertSenderWorks(self, client: Client) -> None:
@@ -218,6 +224,16 @@ class GarbageTests(TestCase):
             self.assertEqual(closeCode, 1009)
         await self.assertKernelUntouched()
         self.assertEqual(self.kernel.channels and len(self.kernel.channels.clients), 1)
+
+    async def test_hundredInvalidInARowClose1008(self) -> None:
+        """100 invalid frames in a row close their sender with 1008; nothing else changes."""
+        client = await self.gateway.connect(self.kernelId)
+        await self.quiet()
+        for _ in range(100):
+            client.sendMessage(b"not a message", isBinary=False)
+        closeCode, _ = await withTimeout(client.closed)
+        self.assertEqual(closeCode, 1008)
+        await self.assertKernelUntouched()
 
     async def test_invalidUTF8TextCloses1007(self) -> None:
         """A text frame that is not UTF-8 closes its sender with 1007; nothing else changes."""

@@ -23,7 +23,6 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from txzmq import ZmqFactory
 
-from kgw.jupyter import CLIENT_CHANNELS
 from kgw.kernels.buffering import BufferLimits, SessionBuffer
 from kgw.kernels.sockets import JupyterSocket, MessageError, Pacing, Signer, address
 

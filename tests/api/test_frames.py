@@ -8,7 +8,7 @@ from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from kgw.websocket import ChannelsFactory, ChannelsProtocol
+from kgw.api.websocket import ChannelsFactory, ChannelsProtocol
 
 # Each side of the 7-bit, 16-bit and 64-bit length encodings.
 SIZES = (0, 1, 125, 126, 127, 65535, 65536, 70000)

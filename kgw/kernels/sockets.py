@@ -147,6 +147,7 @@ class JupyterSocket(ZmqConnection):
         self._retryDelay = self.firstRetry
         self._after: JupyterSocket | None = None
         self._pacing = pacing
+        self._receiveLimit = receiveLimit
         self.paced = False
         self._streak = 0
         self._lastArrival = -1.0
@@ -201,8 +202,12 @@ class JupyterSocket(ZmqConnection):
                     break
         if pacing is None or self.factory is None:
             return
-        if taken >= pacing.most:
-            # ZeroMQ signals new messages, not waiting ones: the rest must be asked for.
+        if taken >= pacing.most or 0 < self._receiveLimit <= 2 * received:
+            # ZeroMQ signals new messages, not waiting ones: the rest must be asked for. A read
+            # that took half a full queue or more (ZeroMQ refills the queue once half of it is
+            # read) comes back on the next turn, not after a paced pause: a pause per queue
+            # would cap the relay at a queue per interval (64 messages every 4 ms), below the
+            # rate of a kernel that publishes without pause, whose own queue then overflows.
             self.factory.reactor.removeReader(self)
             self._resume = self.clock.callLater(0, self._resumeReading)
             return

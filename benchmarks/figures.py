@@ -284,10 +284,11 @@ async def many_clients(crowd: Crowd, executes: int, deadline: float) -> dict[str
     """
     Figure 7: every connection runs C{executes} executions one after another, all connections
     at once. An execution whose reply has not come within L{REPLY_TIMEOUT} is lost; those not
-    finished by C{deadline} seconds are counted apart, as unfinished.
+    finished by C{deadline} seconds are counted apart, as unfinished. A connection the gateway
+    closes loses the executions it had left (and counts as failed).
     """
     samples: list[float] = []
-    counts = {"lost": 0, "lost_idle": 0, "unfinished": 0}
+    counts = {"lost": 0, "lost_idle": 0, "unfinished": 0, "failed": 0}
     start = time.perf_counter()
     stop = start + deadline
 
@@ -301,6 +302,11 @@ async def many_clients(crowd: Crowd, executes: int, deadline: float) -> dict[str
                 await asyncio.wait_for(
                     connection.run(ROUND_TRIP_CODE, run), min(REPLY_TIMEOUT, remaining)
                 )
+            except (BenchError, aiohttp.ClientError):
+                # The gateway closed the connection: the rest of its executions are lost.
+                counts["failed"] += 1
+                counts["lost"] += executes - done
+                return
             except asyncio.TimeoutError:
                 if remaining < REPLY_TIMEOUT:
                     counts["unfinished"] += executes - done

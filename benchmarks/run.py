@@ -382,11 +382,24 @@ class Bench:
         try:
             gateway.note_kernels()
             more = await figures.open_idle(crowd.kernels, s.scale_clients - len(crowd.kernels))
-            crowd.connections.extend(more)
-            await asyncio.gather(*(c.kernel_info(timeout=300) for c in more))
+            answered = await asyncio.gather(
+                *(c.kernel_info(timeout=300) for c in more), return_exceptions=True
+            )
+            working = [c for c, a in zip(more, answered, strict=True) if isinstance(a, float)]
+            refused = len(more) - len(working)
+            crowd.connections.extend(working)
             result = await figures.many_clients(crowd, s.scale_executes, s.scale_deadline)
+            # A client whose connection never worked lost every execution it would have run.
+            result["lost"] += refused * s.scale_executes
             for name in ("total", "p99", "lost"):
                 self.results.add(f"scale.{name}", subject.label, result[name])
+            if refused or result["failed"]:
+                self.results.notes.append(
+                    f"{subject.label}: {refused} of the {s.scale_clients} websockets of figure 8"
+                    f" did not answer kernel_info and {result['failed']:.0f} were closed while"
+                    f" executing; their {result['lost']:.0f} executions count as lost replies"
+                )
+            await asyncio.gather(*(c.close() for c in more), return_exceptions=True)
             self.results.add("scale.rss", subject.label, gateway.rss_mb())
             if result["lost_idle"]:
                 self.results.notes.append(
@@ -566,6 +579,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="a short smoke run")
     parser.add_argument("--rounds", type=int, help="rounds of the interleaved figures")
+    parser.add_argument("--scale-clients", type=int, help="figure 8's websockets (1,000)")
     parser.add_argument(
         "--output", type=Path, default=HERE / "results", help="where to write the results"
     )
@@ -589,6 +603,8 @@ async def main(argv: list[str]) -> int:
     settings = QUICK if args.quick else Settings()
     if args.rounds:
         settings = dataclasses.replace(settings, rounds=args.rounds)
+    if args.scale_clients:
+        settings = dataclasses.replace(settings, scale_clients=args.scale_clients)
     skip = {s for s in args.skip.split(",") if s}
     workdir = Path(tempfile.mkdtemp(prefix="kgw-bench-"))
     source = workdir / "kgw-source"
@@ -629,7 +645,8 @@ async def main(argv: list[str]) -> int:
     print(report.markdown_table(rows))
     for note in bench.results.notes:
         print(f"note: {note}")
-    name = "quick" if args.quick else "partial" if skip or args.rounds else "latest"
+    partial = skip or args.rounds or args.scale_clients
+    name = "quick" if args.quick else "partial" if partial else "latest"
     paths = report.write(args.output, name, rows, context)
     print()
     say(f"wrote {paths[0]} and {paths[1]}")

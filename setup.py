@@ -17,6 +17,7 @@ setup(
         "kgw.notebook_http",
         "twisted.plugins",
     ],
+    package_data={"kgw.api": ["openapi.yaml"]},
     entry_points={"console_scripts": ["kgw = kgw.__main__:main"]},
     install_requires=[
         # tls: kgw.http.listen imports pyOpenSSL.
@@ -30,8 +31,15 @@ setup(
         "ipykernel>=6",
         # kgw.metrics: the /metrics page, through prometheus_client.twisted.
         "prometheus_client>=0.20",
+        # kgw.api.openapi: the OpenAPI document is YAML.
+        "pyyaml>=5.1",
         'tomli>=1.1; python_version < "3.11"',
     ],
+    extras_require={
+        # Kernels on other machines: gateway_provisioners' Kubernetes, Docker, YARN and SSH
+        # (DistributedProvisioner, through paramiko) provisioners.
+        "cluster": ["gateway_provisioners>=0.5", "paramiko>=3"],
+    },
     classifiers=[
         "Framework :: Twisted",
         "Framework :: Jupyter",

@@ -8,8 +8,8 @@ where asyncio's cancellation is translated into Twisted's.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine
-from typing import Any, TypeVar
+from collections.abc import Awaitable
+from typing import TypeVar
 
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.python.failure import Failure
@@ -18,14 +18,15 @@ T = TypeVar("T")
 
 
 def _translateCancel(failure: Failure) -> Failure:
-    if failure.check(asyncio.CancelledError):
+    if failure.check(asyncio.CancelledError) and failure.value is not None:
         return Failure(CancelledError(*failure.value.args))
     return failure
 
 
-def fromCoroutine(coro: Coroutine[Any, Any, T], shield: bool = False) -> Deferred[T]:
+def fromCoroutine(coro: Awaitable[T], shield: bool = False) -> Deferred[T]:
     """
-    Run C{coro} as an asyncio task and return a Deferred of its result.
+    Run C{coro} (a coroutine, or any awaitable: jupyter_client's methods are typed so) as an
+    asyncio task and return a Deferred of its result.
 
     @param shield: when true, cancelling the Deferred does not cancel the task: use it for work
         that must finish even if the client who asked for it goes away (starting a kernel).

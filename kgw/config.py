@@ -12,6 +12,7 @@ import ast
 import dataclasses
 import json
 import os
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -461,7 +462,7 @@ class Config:
         @raise ConfigError: naming the option and the source of a value that does not parse.
         """
         fromFile = fromFile or {}
-        values = {}
+        values: dict[str, Any] = {}
         for f in cls.options():
             envName = envVar(f)
             if given.get(f.name) is not None:
@@ -512,9 +513,9 @@ def loadConfigFile(path: str) -> dict[str, Any]:
         raise ConfigError(f"cannot read config file {path!r}: {e.strerror}") from None
     try:
         if path.endswith(".toml"):
-            try:
+            if sys.version_info >= (3, 11):
                 import tomllib
-            except ImportError:  # Python 3.10
+            else:  # Python 3.10
                 import tomli as tomllib
             data = tomllib.loads(raw.decode("utf-8"))
         else:

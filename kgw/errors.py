@@ -27,6 +27,17 @@ class NoSuchKernelSpec(GatewayError):
         super().__init__(f"No such kernel named {name}")
 
 
+class ProvisionerNotInstalled(NoSuchKernelSpec):
+    """A kernelspec names a kernel provisioner that is not installed: its kernels cannot start."""
+
+    def __init__(self, name: str, provisioner: str) -> None:
+        GatewayError.__init__(
+            self,
+            f"Kernelspec {name} names kernel provisioner {provisioner!r}, which is not installed "
+            "on the gateway",
+        )
+
+
 class NoSuchSession(GatewayError):
     """No session has this id."""
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from twisted.application.service import MultiService
 from twisted.internet.interfaces import IReactorTime
-from twisted.web.iweb import IRequest
+from twisted.web.http import Request
 from twisted.web.resource import IResource
 from twisted.web.server import Site
 
@@ -115,7 +115,7 @@ def buildGateway(
 class _QuietSite(Site):
     """A site that leaves the access log to its L{Edge}, whose line says more (route, time)."""
 
-    def log(self, request: IRequest) -> None:
+    def log(self, request: Request) -> None:
         pass
 
 
@@ -127,12 +127,14 @@ def buildSite(resource: IResource) -> Site:
     limit, no request body is held beyond that limit, nor waited for when its declared length
     is over it.
     """
-    if isinstance(resource, Edge) and resource.observesRequests:
+    edge = resource if isinstance(resource, Edge) else None
+    if edge is not None and edge.observesRequests:
         site: Site = _QuietSite(resource)
     else:
         site = Site(resource, logFormatter=accessLogFormatter)
-    maxBodySize = resource.maxBodySize if isinstance(resource, Edge) else 0
+    maxBodySize = edge.maxBodySize if edge is not None else 0
     site.protocol = strictChannelFactory(maxBodySize)  # type: ignore[assignment]
-    if maxBodySize:
-        site.getContentFile = resource.contentFile  # type: ignore[union-attr]
+    if edge is not None and maxBodySize:
+        # An optional hook of Twisted's Request.gotLength, which Site does not declare.
+        site.getContentFile = edge.contentFile  # type: ignore[attr-defined]
     return site

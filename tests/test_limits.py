@@ -1,4 +1,4 @@
-"""Rules that need no kernel: iopub rate limits, culling, session buffer bounds, prefixes."""
+"""Rules that need no kernel: iopub rate limits, culling, comment prefixes."""
 
 from __future__ import annotations
 
@@ -53,45 +53,6 @@ class CullingTests(SynchronousTestCase):
         self.assertTrue(Culling(60, connected=True).applies(61, 1, "idle"))
         self.assertTrue(Culling(60, busy=True).applies(61, 0, "busy"))
         self.assertFalse(Culling(0).applies(10**6, 0, "idle"))
-
-
-class SessionBufferTests(SynchronousTestCase):
-    def test_byteBound(self):
-        """Past buffer_max_bytes the oldest messages go, and are counted."""
-        from kgw.kernels.buffering import BufferLimits, SessionBuffer
-
-        buffer = SessionBuffer(BufferLimits(maxMessages=100, maxBytes=300))
-        for i in range(5):
-            buffer.relay("iopub", {"msg_id": str(i)}, [b"x" * 100])
-        self.assertEqual([h["msg_id"] for _, h, _, _ in buffer.messages], ["2", "3", "4"])
-        self.assertEqual((buffer.dropped, buffer.size), (2, 300))
-
-    def test_floodKeepsRepliesWithinBounds(self):
-        """
-        Under a flood of output the buffer stays within its bounds, and the replies that came
-        before the flood are kept (the output goes first), replayed in their place.
-        """
-        from kgw.kernels.buffering import BufferLimits, SessionBuffer
-
-        buffer = SessionBuffer(BufferLimits(maxMessages=50, maxBytes=10_000))
-        buffer.relay("shell", {"msg_id": "reply"}, [b"r" * 100])
-        buffer.relay("stdin", {"msg_id": "input"}, [b"i" * 100])
-        for i in range(10_000):
-            buffer.relay("iopub", {"msg_id": str(i)}, [b"x" * 1000])
-            self.assertLessEqual(buffer.size, 10_000)
-            self.assertLessEqual(len(buffer), 50)
-        kept = [h["msg_id"] for _, h, _, _ in buffer.messages]
-        self.assertEqual(kept, ["reply", "input", *(str(i) for i in range(9_991, 10_000))])
-        self.assertEqual(buffer.dropped, 9_991)
-
-    def test_onlyRepliesLeftGoOldestFirst(self):
-        """When nothing but replies is left, the oldest reply goes."""
-        from kgw.kernels.buffering import BufferLimits, SessionBuffer
-
-        buffer = SessionBuffer(BufferLimits(maxMessages=2, maxBytes=10**6))
-        for i in range(3):
-            buffer.relay("shell", {"msg_id": str(i)}, [b"r"])
-        self.assertEqual([h["msg_id"] for _, h, _, _ in buffer.messages], ["1", "2"])
 
 
 class CommentPrefixTests(SynchronousTestCase):

@@ -12,9 +12,9 @@ from klein import Klein
 from twisted.web.iweb import IRequest
 
 from kgw import __version__
-from kgw.api.openapi import build_openapi, to_yaml
+from kgw.api.factory import ChannelsFactory, ChannelsResource
+from kgw.api.openapi import buildOpenAPI, toYAML
 from kgw.api.sessions import SessionRegistry
-from kgw.api.websocket import ChannelsFactory, ChannelsResource
 from kgw.errors import Forbidden, InvalidRequest
 from kgw.http.errors import handleFailure, writeError
 from kgw.http.files import fileUnder, serveFile
@@ -109,9 +109,9 @@ class GatewayAPI:
         self.channels = channels
         self.baseURL = baseURL
         self.listKernels = listKernels
-        spec = build_openapi(__version__, baseURL)
+        spec = buildOpenAPI(__version__, baseURL)
         self._swaggerJSON = json.dumps(spec, indent=1).encode("utf-8")
-        self._swaggerYAML = to_yaml(spec).encode("utf-8")
+        self._swaggerYAML = toYAML(spec).encode("utf-8")
 
     @app.handle_errors(Exception)
     def _error(self, request: IRequest, failure: Any) -> bytes:

@@ -9,13 +9,17 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
-from autobahn.twisted.resource import WebSocketResource
-from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
+from autobahn.twisted.websocket import WebSocketServerProtocol
 from autobahn.websocket.types import ConnectionRequest
 from prometheus_client import Counter
-from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
+from twisted.internet.abstract import FileDescriptor
+from twisted.internet.interfaces import (
+    IConsumer,
+    IDelayedCall,
+    IPushProducer,
+)
 from twisted.logger import Logger
 from zope.interface import implementer
 
@@ -27,7 +31,6 @@ from kgw.http.errors import errorBody
 from kgw.jupyter import CLIENT_CHANNELS
 from kgw.kernels.channels import ClientChannels
 from kgw.kernels.kernel import Kernel
-from kgw.metrics import TO_CLIENT, TO_KERNEL, GatewayMetrics
 
 log = Logger()
 
@@ -90,14 +93,17 @@ class ChannelsProtocol(WebSocketServerProtocol):
         # Twisted sends at most SEND_LIMIT bytes per write and reactor turn; with bigger writes
         # a large output leaves sooner (measured: about 10% more MB/s for 8 MB).
         if isinstance(getattr(self.transport, "SEND_LIMIT", None), int):
-            self.transport.SEND_LIMIT = SEND_LIMIT
+            # Twisted's FileDescriptor has it, and the transports that stand for one.
+            cast(FileDescriptor, self.transport).SEND_LIMIT = SEND_LIMIT
         # The HTTP channel that served the handshake is the transport's producer; this
-        # protocol takes its place, to hear when the client cannot keep up.
+        # protocol takes its place, to hear when the client cannot keep up. (A TCP or TLS
+        # transport is a consumer; ITransport does not say so.)
+        consumer = cast(IConsumer, self.transport)
         try:
-            self.transport.unregisterProducer()
+            consumer.unregisterProducer()
         except RuntimeError:
             pass  # a transport that had none, and says so
-        self.transport.registerProducer(self, True)
+        consumer.registerProducer(self, True)
         super().connectionMade()
 
     def sendMessage(
@@ -255,7 +261,7 @@ class ChannelsProtocol(WebSocketServerProtocol):
         """Send a message now, or keep it in the backlog while the client is behind."""
         if not self.paused and not self.backlog:
             self.toClient[channel].inc()
-            self._send(channel, header, parts)
+            self._writeMessage(channel, header, parts)
             return
         if self.backlog.add(channel, header, parts, mayDrop) == OVERFLOW:
             log.warn(
@@ -278,7 +284,7 @@ class ChannelsProtocol(WebSocketServerProtocol):
         while self.backlog and not self.paused and self.state == self.STATE_OPEN:
             channel, header, parts = self.backlog.pop()
             self.toClient[channel].inc()
-            self._send(channel, header, parts)
+            self._writeMessage(channel, header, parts)
         if not self.backlog:
             self.backlog.caughtUp()
             self._tellDropped()
@@ -325,7 +331,8 @@ class ChannelsProtocol(WebSocketServerProtocol):
         # Never dropped: it says what was.
         self._deliver("iopub", header, parts, mayDrop=False)
 
-    def _send(self, channel: str, header: dict[str, Any], parts: Sequence[bytes]) -> None:
+    def _writeMessage(self, channel: str, header: dict[str, Any], parts: Sequence[bytes]) -> None:
+        # Not _send: Autobahn's own _send writes its queued frames.
         if self.v1:
             pieces, isBinary = wire.pieces_v1(channel, parts), True
         else:
@@ -365,96 +372,3 @@ class ChannelsProtocol(WebSocketServerProtocol):
             done = wasClean and not self.closedByMe and self.remoteCloseCode == CLOSE_NORMAL
             self.kernel.channels.detach(self, keep=not done)
         self.channels = None
-
-
-class ChannelsFactory(WebSocketServerFactory):
-    """
-    Builds L{ChannelsProtocol}s; one per gateway, configured once.
-
-    @param rateLimits: jupyter_server's iopub limits for each client: messages per second,
-        bytes per second (0: none) and the window they are measured over, in seconds.
-    @param metrics: where relayed messages are counted, by channel and direction.
-    @param backlogLimits: the most that may wait for each client that cannot keep up.
-
-    Autobahn's defaults suit a demo, not a gateway: no status page (it offers an open
-    redirect), origin checks done by the gateway's own edge (which takes the C{null} origin
-    as any other, so Autobahn must let it through), and a bound on message size.
-    """
-
-    protocol = ChannelsProtocol
-
-    def __init__(
-        self,
-        maxMessageSize: int,
-        rateLimits: tuple[float, float, float] = (0.0, 0.0, 3.0),
-        clock: IReactorTime | None = None,
-        metrics: GatewayMetrics | None = None,
-        backlogLimits: BacklogLimits | None = None,
-    ) -> None:
-        super().__init__()
-        self.rateLimits = rateLimits
-        self.backlogLimits = backlogLimits if backlogLimits is not None else BacklogLimits()
-        metrics = metrics if metrics is not None else GatewayMetrics()
-        # Bound once: relaying a message only looks its counter up and increments it.
-        self.toClient = metrics.relayCounters(TO_CLIENT)
-        self.toKernel = metrics.relayCounters(TO_KERNEL)
-        if clock is None:
-            from twisted.internet import reactor as clock
-        self.clock = clock
-        self.setProtocolOptions(
-            webStatus=False,
-            allowedOrigins=["*"],
-            allowNullOrigin=True,
-            maxMessagePayloadSize=maxMessageSize,
-            maxFramePayloadSize=maxMessageSize,
-            autoPingInterval=30,
-            autoPingTimeout=60,
-            openHandshakeTimeout=30,
-            # Send a close frame (1009 for an oversized message) rather than just dropping TCP.
-            failByDrop=False,
-        )
-
-    def forKernel(self, kernel: Kernel, sessionId: str) -> _KernelBound:
-        return _KernelBound(self, kernel, sessionId)
-
-
-class _KernelBound:
-    """What L{WebSocketResource} needs of a factory, building protocols bound to one kernel."""
-
-    def __init__(self, factory: ChannelsFactory, kernel: Kernel, sessionId: str) -> None:
-        self._factory = factory
-        self._kernel = kernel
-        self._sessionId = sessionId
-
-    built: ChannelsProtocol | None = None
-
-    def buildProtocol(self, addr: object) -> ChannelsProtocol:
-        protocol = self.built = self._factory.buildProtocol(addr)
-        protocol.kernel = self._kernel
-        protocol.sessionId = self._sessionId
-        protocol.toClient = self._factory.toClient
-        protocol.toKernel = self._factory.toKernel
-        protocol.backlog = Backlog(self._factory.backlogLimits)
-        limiter = IOPubRateLimiter(*self._factory.rateLimits)
-        if limiter.active:
-            protocol.limiter = limiter
-        return protocol
-
-
-class ChannelsResource(WebSocketResource):
-    """
-    Autobahn's resource for one kernel's channels, which takes the connection over and sets on
-    the request the status its handshake was answered with (101, or Autobahn's refusal), so
-    that the access log records the status actually sent.
-    """
-
-    def __init__(self, factory: _KernelBound) -> None:
-        super().__init__(factory)
-        self._bound = factory
-
-    def render(self, request: Any) -> Any:
-        result = super().render(request)
-        protocol = self._bound.built
-        if protocol is not None:
-            request.setResponseCode(protocol.handshakeStatus or SWITCHING_PROTOCOLS)
-        return result

@@ -13,6 +13,7 @@ import itertools
 import json
 import struct
 from collections.abc import Sequence
+from functools import partial
 from typing import Any
 
 
@@ -251,12 +252,12 @@ def _dumps(value: Any, what: str) -> bytes:
     @param what: What the value is, for the error message.
     @return: The JSON text.
     """
-    options = {"separators": (",", ":"), "allow_nan": False, "default": str}
+    dumps = partial(json.dumps, separators=(",", ":"), allow_nan=False, default=str)
     try:
         try:
-            return json.dumps(value, ensure_ascii=False, **options).encode("utf-8")
+            return dumps(value, ensure_ascii=False).encode("utf-8")
         except UnicodeEncodeError:
-            return json.dumps(value, ensure_ascii=True, **options).encode("ascii")
+            return dumps(value, ensure_ascii=True).encode("ascii")
     except RecursionError:
         raise WireError(f"{what} is nested too deeply") from None
     except (TypeError, ValueError) as e:

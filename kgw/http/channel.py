@@ -43,7 +43,8 @@ class StrictChannel(HTTPChannel):
 
     def refuse(self, code: int, message: str) -> None:
         """Answer C{code} with a JSON error saying C{message}, log it, and close."""
-        if self.transport is None or self.transport.disconnecting:
+        # A TCP or TLS transport says whether it is closing; ITransport does not.
+        if self.transport is None or getattr(self.transport, "disconnecting", False):
             return
         log.warn(
             "Refused a request from {client} with {code}: {message}",

@@ -5,12 +5,13 @@ from __future__ import annotations
 import tempfile
 from collections.abc import Callable
 from io import BytesIO
-from typing import IO, Any
+from typing import IO, Any, cast
 
 from twisted.logger import Logger
 from twisted.web.http import OK
 from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource, Resource
+from twisted.web.server import Request
 
 from kgw.config import Config
 from kgw.http.access import AccessPolicy
@@ -190,20 +191,27 @@ class Edge(Resource):
         return self._observer is not None
 
     def render(self, request: IRequest) -> bytes | int:
+        # A Site's requests are twisted.web.server.Request's: a status, a protocol, a channel.
+        httpRequest = cast(Request, request)
         if self._observer is None:
-            return self._render(request, UNMATCHED)
+            return self._render(httpRequest, UNMATCHED)
         route = self.route(request)
-        watch = self._observer.watch(request, route)
-        channel = getattr(request, "channel", None)
-        transport = getattr(channel, "transport", None)
-        result = self._render(request, route)
-        if transport is not None and channel.transport is None and not request.finished:
+        watch = self._observer.watch(httpRequest, route)
+        channel = httpRequest.channel
+        transport = channel.transport if channel is not None else None
+        result = self._render(httpRequest, route)
+        if (
+            channel is not None
+            and transport is not None
+            and channel.transport is None
+            and not httpRequest.finished
+        ):
             # A websocket took the connection over: the request will never finish as HTTP. The
             # resource that took it sets the status its handshake was answered with.
-            watch.finish(SWITCHED if request.code == OK else request.code)
+            watch.finish(SWITCHED if httpRequest.code == OK else httpRequest.code)
         return result
 
-    def _render(self, request: IRequest, route: str) -> bytes | int:
+    def _render(self, request: Request, route: str) -> bytes | int:
         self._access.addCORSHeaders(request)
         hosts = request.requestHeaders.getRawHeaders(b"host", [])
         if len(hosts) > 1:
@@ -253,6 +261,8 @@ class Edge(Resource):
             return writeError(
                 request, 401, "A valid token is required: Authorization: token <T>, or ?token=<T>"
             )
+        # A Site's request has a path to traverse.
+        assert request.prepath is not None and request.postpath is not None
         try:
             b"/".join(request.postpath).decode("utf-8")
             request.getRequestHostname().decode("utf-8")

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from OpenSSL import crypto
 from twisted.application.service import IService, Service
 from twisted.internet.abstract import isIPv6Address
+from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.endpoints import (
     SSL4ServerEndpoint,
@@ -192,8 +193,8 @@ class NotListening(SystemExit, Exception):
 
 
 def _formatAddress(address: IAddress) -> str:
-    host = getattr(address, "host", None)
-    if host is not None:
+    if isinstance(address, (IPv4Address, IPv6Address)):
+        host = address.host
         return f"[{host}]:{address.port}" if ":" in host else f"{host}:{address.port}"
     name = getattr(address, "name", None)
     if isinstance(name, bytes):

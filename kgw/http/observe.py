@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web.iweb import IRequest
+from twisted.web.server import Request
 
 from kgw.http.access import redactToken
 from kgw.metrics import GatewayMetrics
@@ -45,7 +45,7 @@ class RequestWatch:
     """One request being timed; L{finish} records it once, whichever way it ends."""
 
     def __init__(
-        self, observer: RequestObserver, request: IRequest, route: str, started: float
+        self, observer: RequestObserver, request: Request, route: str, started: float
     ) -> None:
         self._observer = observer
         self._request = request
@@ -76,7 +76,7 @@ class RequestObserver:
         self.metrics = metrics
         self.clock = clock
 
-    def watch(self, request: IRequest, route: str) -> RequestWatch:
+    def watch(self, request: Request, route: str) -> RequestWatch:
         """
         Start timing C{request}, whose route template is C{route}; it is recorded when its
         answer is finished, or with status 499 when its connection is lost first.
@@ -89,7 +89,7 @@ class RequestObserver:
         request.notifyFinish().addBoth(finished)
         return watch
 
-    def record(self, request: IRequest, route: str, status: int, seconds: float) -> None:
+    def record(self, request: Request, route: str, status: int, seconds: float) -> None:
         """Log one finished request and count it."""
         method = request.method.decode("latin-1")
         self.metrics.requestFinished(method, route, status, seconds)

@@ -40,10 +40,11 @@ class RouteTemplates:
         try:
             rule, _ = self._adapter.match(path, method, return_rule=True)
         except MethodNotAllowed as e:
-            if not e.valid_methods:
+            methods = list(e.valid_methods or ())
+            if not methods:
                 return UNMATCHED
             try:
-                rule, _ = self._adapter.match(path, e.valid_methods[0], return_rule=True)
+                rule, _ = self._adapter.match(path, methods[0], return_rule=True)
             except HTTPException:
                 return UNMATCHED
         except HTTPException:

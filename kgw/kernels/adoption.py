@@ -17,6 +17,7 @@ import json
 import os
 import signal
 from collections.abc import Callable
+from typing import Any
 
 from jupyter_client.kernelspec import KernelSpecManager
 from twisted.internet.defer import Deferred
@@ -24,7 +25,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from kgw.kernels.kernel import Kernel
-from kgw.kernels.process import AdoptedProcess
+from kgw.kernels.process import AdoptedProcess, KernelProcess
 from kgw.kernels.store import KernelStore
 from kgw.kernels.store.directory import (
     InvalidRecord,
@@ -135,7 +136,8 @@ async def recoverRecords(
     """
     records, invalid = state.read()
     for record in records:
-        if not isKernelProcess(record):
+        # A remote kernel is no process here: its provisioner finds it (KernelProcess.adopt).
+        if record.provisionerInfo is None and not isKernelProcess(record):
             for pid, connectionFile in kernelProcesses(record.id)[:1]:
                 log.warn(
                     "Kernel {kernelId} runs as process {pid}, not {recorded} as recorded",
@@ -199,6 +201,9 @@ async def adoptRecorded(
     @param register: makes an adopted kernel the registry's.
     """
     for record in await recoverRecords(store, runtimeDir, specs, clock):
+        if record.provisionerInfo is not None:
+            await _adoptRemote(record, store, specs, connect, register)
+            continue
         if record.handedOut and isKernelProcess(record) and not store.claim(record.id):
             continue  # another gateway, alive, owns it
         if not record.handedOut or not isKernelProcess(record):
@@ -208,17 +213,56 @@ async def adoptRecorded(
             _removeConnectionFile(record.connectionFile)
             store.remove(record.id)
             continue
-        kernel = Kernel(record.id, record.name, AdoptedProcess(record, specs, clock))
-        kernel.launchEnv, kernel.cwd = record.env, record.cwd
-        try:
-            await connect(kernel)
-        except Exception:
-            log.failure("Kernel {kernelId} could not be adopted", kernelId=record.id)
-            if kernel.channels is not None:
-                kernel.channels.close(1011, "kernel could not be adopted")
-            await kernel.process.shutdown(now=True)
-            store.remove(record.id)
-            continue
-        kernel.executionState = "idle"
-        register(kernel)
-        log.info("Adopted kernel {kernelId} ({name})", kernelId=record.id, name=record.name)
+        process = AdoptedProcess(record, specs, clock)
+        await _adoptProcess(record, process, store, connect, register)
+
+
+async def _adoptRemote(
+    record: KernelRecord,
+    store: KernelStore,
+    specs: KernelSpecManager,
+    connect: Callable[[Kernel], Deferred[None]],
+    register: Callable[[Kernel], None],
+) -> None:
+    """
+    Take over a remote kernel through its provisioner (C{load_provisioner_info()}, C{poll()}),
+    or forget it if it is gone: it is no process of this machine.
+    """
+    try:
+        process = await KernelProcess.adopt(record, specs)
+    except Exception:
+        log.failure("Remote kernel {kernelId} could not be found again", kernelId=record.id)
+        process = None
+    if process is not None and record.handedOut and not store.claim(record.id):
+        return  # another gateway, alive, owns it
+    if process is None or not record.handedOut:
+        if process is not None:
+            await process.shutdown(now=True)
+        log.info("Cleaning up after remote kernel {kernelId}", kernelId=record.id)
+        store.remove(record.id)
+        return
+    await _adoptProcess(record, process, store, connect, register)
+
+
+async def _adoptProcess(
+    record: KernelRecord,
+    process: Any,
+    store: KernelStore,
+    connect: Callable[[Kernel], Deferred[None]],
+    register: Callable[[Kernel], None],
+) -> None:
+    """Open the channels of a kernel found again, and register it once it answers."""
+    kernel = Kernel(record.id, record.name, process)
+    kernel.launchEnv, kernel.cwd = record.env, record.cwd
+    try:
+        await connect(kernel)
+    except Exception:
+        log.failure("Kernel {kernelId} could not be adopted", kernelId=record.id)
+        if kernel.channels is not None:
+            kernel.channels.close(1011, "kernel could not be adopted")
+        await kernel.process.shutdown(now=True)
+        store.remove(record.id)
+        return
+    kernel.executionState = "idle"
+    register(kernel)
+    log.info("Adopted kernel {kernelId} ({name})", kernelId=record.id, name=record.name)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any, Protocol
 
 import zmq
@@ -21,10 +22,10 @@ from twisted.internet.defer import TimeoutError as DeferredTimeout
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
-from txzmq import ZmqFactory
 
+from kgw.jupyter import CLIENT_CHANNELS
 from kgw.kernels.buffering import BufferLimits, SessionBuffer
-from kgw.kernels.sockets import JupyterSocket, MessageError, Pacing, Signer, address
+from kgw.kernels.sockets import MessageError, MessageSocket, Pacing, Signer, SocketOpener, address
 
 # The most iopub messages ZeroMQ queues in the gateway for it to read. A kernel that outruns
 # the gateway then fills its own queue (its high-water mark, 1000 messages), where the excess
@@ -59,6 +60,9 @@ class Listener(Protocol):
     def release(self) -> None:
         """The kernel answers again."""
 
+    def follow(self, info: dict[str, Any]) -> None:
+        """The kernel restarted at C{info} (a remote kernel: other ports, maybe another host)."""
+
     def close(self, reason: Exception) -> None:
         """The channels are closed."""
 
@@ -67,13 +71,14 @@ class KernelChannels:
     """
     The ZeroMQ connections to one kernel: its iopub subscription and its clients' sockets.
 
+    @param sockets: opens the sockets to the kernel (L{kgw.kernels.sockets.ZmqSockets}).
     @param onMessage: called with C{(channel, header, parts)} for every message received from the
         kernel, before it is relayed: the registry keeps the kernel's state with it.
     """
 
     def __init__(
         self,
-        factory: ZmqFactory,
+        sockets: SocketOpener,
         info: dict[str, Any],
         session: Session,
         clock: IReactorTime,
@@ -81,7 +86,7 @@ class KernelChannels:
         bufferLimits: BufferLimits | None = None,
     ) -> None:
         self.signer = Signer(session)
-        self.factory = factory
+        self._sockets = sockets
         self.info = info
         self.clock = clock
         self._onMessage = onMessage
@@ -95,15 +100,25 @@ class KernelChannels:
         self._iopubWaiters: list[Callable[[], None]] = []
         self._listeners: list[Listener] = []
         self._readyWaits: set[Callable[[object], None]] = set()
-        self._iopub = JupyterSocket(
-            factory,
+        self._iopub = self.openSocket(
             zmq.SUB,
-            address(info, "iopub"),
+            "iopub",
             self._iopubReceived,
-            clock=clock,
             pacing=Pacing(),
             receiveLimit=IOPUB_RECEIVE_LIMIT,
         )
+
+    def openSocket(
+        self,
+        socketType: int,
+        channel: str,
+        onMessage: Callable[[list[bytes]], None],
+        identity: bytes | None = None,
+        **options: Any,
+    ) -> MessageSocket:
+        """A new socket to the kernel's C{channel}; C{options} are C{JupyterSocket}'s."""
+        where = address(self.info, channel)
+        return self._sockets(socketType, where, onMessage, identity, **options)
 
     def _iopubReceived(self, frames: list[bytes]) -> None:
         try:
@@ -175,8 +190,7 @@ class KernelChannels:
                     call.cancel()
             if gotIOPub in self._iopubWaiters:
                 self._iopubWaiters.remove(gotIOPub)
-            if shell.socket is not None:
-                shell.shutdown()
+            shell.shutdown()
             if done.called:
                 return
             if isinstance(result, Exception):
@@ -184,9 +198,7 @@ class KernelChannels:
             else:
                 done.callback(None)
 
-        shell = JupyterSocket(
-            self.factory, zmq.DEALER, address(self.info, "shell"), gotReply, clock=self.clock
-        )
+        shell = self.openSocket(zmq.DEALER, "shell", gotReply)
         self._iopubWaiters.append(gotIOPub)
         self._readyWaits.add(finish)
         deadline = self.clock.seconds() + timeout
@@ -234,6 +246,20 @@ class KernelChannels:
         for listener in self._listeners:
             listener.release()
 
+    def follow(self, info: dict[str, Any]) -> None:
+        """
+        Reconnect every socket to the kernel at C{info}: a remote kernel that restarted may
+        listen on other ports, even on another host. Nothing changes for the same addresses.
+        """
+        if all(address(info, c) == address(self.info, c) for c in (*CLIENT_CHANNELS, "iopub")):
+            return
+        self.info = info
+        self._iopub.moveTo(address(info, "iopub"))
+        for channels in self._allClientChannels():
+            channels.follow(info)
+        for listener in self._listeners:
+            listener.follow(info)
+
     def _allClientChannels(self) -> list[ClientChannels]:
         return [*self.clients.values(), *(channels for _, channels, _ in self.buffers.values())]
 
@@ -255,7 +281,7 @@ class KernelChannels:
             for channel, header, parts, _ in buffer.messages:
                 client.relay(channel, header, parts)
             return channels
-        channels = ClientChannels(self, client, self.factory, self.info)
+        channels = ClientChannels(self, client)
         channels.sessionId = sessionId
         if self.held:
             channels.hold()
@@ -349,20 +375,12 @@ class ClientChannels:
     waits until the stdin socket is connected.
     """
 
-    def __init__(
-        self,
-        kernel: KernelChannels,
-        client: Client,
-        factory: ZmqFactory,
-        info: dict[str, Any],
-    ) -> None:
+    def __init__(self, kernel: KernelChannels, client: Client) -> None:
         self._kernel = kernel
-        self._factory = factory
-        self._info = info
         self.client = client
         self.sessionId = ""
         self._identity = os.urandom(16).hex().encode("ascii")
-        self._sockets: dict[str, JupyterSocket] = {}
+        self._sockets: dict[str, MessageSocket] = {}
         self._held = False
         self._closed = False
 
@@ -371,16 +389,14 @@ class ClientChannels:
         """The channels whose sockets are open, in the order they were opened."""
         return list(self._sockets)
 
-    def _socket(self, channel: str) -> JupyterSocket:
+    def _socket(self, channel: str) -> MessageSocket:
         socket = self._sockets.get(channel)
         if socket is None:
-            socket = JupyterSocket(
-                self._factory,
+            socket = self._kernel.openSocket(
                 zmq.DEALER,
-                address(self._info, channel),
-                lambda frames: self._received(channel, frames),
+                channel,
+                partial(self._received, channel),
                 self._identity,
-                self._kernel.clock,
                 immediate=True,
             )
             if self._held:
@@ -406,6 +422,11 @@ class ClientChannels:
         self._held = False
         for socket in self._sockets.values():
             socket.release()
+
+    def follow(self, info: dict[str, Any]) -> None:
+        """Reconnect this client's sockets to the kernel at C{info}."""
+        for channel, socket in self._sockets.items():
+            socket.moveTo(address(info, channel))
 
     def _received(self, channel: str, frames: list[bytes]) -> None:
         try:

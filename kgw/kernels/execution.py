@@ -16,7 +16,7 @@ from twisted.internet.defer import Deferred, fail
 from twisted.internet.error import ConnectionDone
 
 from kgw.kernels.channels import KernelChannels
-from kgw.kernels.sockets import JupyterSocket, MessageError, address
+from kgw.kernels.sockets import MessageError, address
 
 Output = Callable[[str, dict[str, Any]], None]
 
@@ -43,17 +43,14 @@ class KernelCaller:
         self._channels = channels
         self._signer = channels.signer
         self._pending: dict[str, _Execution] = {}
-        self._shell = JupyterSocket(
-            channels.factory,
-            zmq.DEALER,
-            address(channels.info, "shell"),
-            self._shellReceived,
-            clock=channels.clock,
-            immediate=True,
-        )
+        self._shell = channels.openSocket(zmq.DEALER, "shell", self._shellReceived, immediate=True)
         if channels.held:
             self._shell.hold()
         channels.listen(self)
+
+    def follow(self, info: dict[str, Any]) -> None:
+        """Reconnect to the kernel at C{info} (see L{KernelChannels.follow})."""
+        self._shell.moveTo(address(info, "shell"))
 
     def execute(
         self,
@@ -85,7 +82,11 @@ class KernelCaller:
             },
         )
         msgId = request["msg_id"]
-        done: Deferred[dict[str, Any]] = Deferred(lambda _: self._pending.pop(msgId, None))
+
+        def forget(_: Deferred[dict[str, Any]]) -> None:
+            self._pending.pop(msgId, None)
+
+        done: Deferred[dict[str, Any]] = Deferred(forget)
         self._pending[msgId] = _Execution(done, onOutput)
         self._shell.sendMessage(self._signer.frames(parts))
         return done

@@ -24,6 +24,7 @@ from kgw.kernels.channels import KernelChannels
 from kgw.kernels.kernel import Kernel, LaunchableProcess
 from kgw.kernels.policy import KernelPolicy
 from kgw.kernels.seed import Seed, SeedFailed
+from kgw.kernels.sockets import ZmqSockets
 from kgw.kernels.store import KernelStore, recordOf
 
 log = Logger()
@@ -90,6 +91,20 @@ class Launcher:
             await self.settle(kernel, seed)
         finally:
             del self.launching[kernel.id]
+        return kernel
+
+    async def launched(self, name: str, env: dict[str, str]) -> Kernel:
+        """
+        A kernel whose process is launched, to hand out before it answers: its clients'
+        messages are held (until L{Kernel.release}) and it is marked C{starting}.
+        """
+        kernel = await self.spawn(name, env)
+        del self.launching[kernel.id]
+        if self.stopping:
+            await self.abandon(kernel)
+            raise KernelStartFailed("The gateway is shutting down")
+        kernel.hold()
+        kernel.busyWith = "starting"
         return kernel
 
     async def spawn(self, name: str, env: dict[str, str]) -> Kernel:
@@ -232,7 +247,7 @@ class Launcher:
         assert self._zmq is not None, "the registry is not running"
         process = kernel.process
         kernel.channels = KernelChannels(
-            self._zmq,
+            ZmqSockets(self._zmq, self.clock),
             process.connectionInfo,
             process.session,
             self.clock,

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import os
 import signal
-from typing import Any
+from collections.abc import Awaitable
+from typing import Any, cast
 
+from jupyter_client.connect import KernelConnectionInfo
 from jupyter_client.kernelspec import KernelSpecManager
 from jupyter_client.manager import AsyncKernelManager
 from jupyter_client.session import Session
@@ -20,6 +22,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import deferLater
 
 from kgw.bridge import fromCoroutine
+from kgw.kernels.provisioners import adoptRemote, provisionerInfo
 from kgw.kernels.store.directory import KernelRecord, endProcess, isKernelProcess, pidAlive
 
 
@@ -30,6 +33,8 @@ class KernelProcess:
         self.manager = AsyncKernelManager(
             kernel_name=name, kernel_spec_manager=specs, connection_file=connectionFile
         )
+        #: What a remote kernel's provisioner needs to find it again (L{provisionerInfo}).
+        self.provisionerInfo: dict[str, Any] | None = None
 
     @property
     def session(self) -> Session:
@@ -38,7 +43,7 @@ class KernelProcess:
 
     @property
     def connectionInfo(self) -> dict[str, Any]:
-        return self.manager.get_connection_info()
+        return cast(dict[str, Any], self.manager.get_connection_info())
 
     @property
     def pid(self) -> int | None:
@@ -46,7 +51,35 @@ class KernelProcess:
         return getattr(provisioner, "pid", None) if provisioner is not None else None
 
     def start(self, **launch: Any) -> Deferred[None]:
-        return fromCoroutine(self.manager.start_kernel(**launch), shield=True)
+        return fromCoroutine(self._started(self.manager.start_kernel(**launch)), shield=True)
+
+    async def _started(self, launching: Awaitable[None]) -> None:
+        await launching
+        self.provisionerInfo = await provisionerInfo(self.manager)
+
+    @classmethod
+    def adopt(
+        cls, record: KernelRecord, specs: KernelSpecManager
+    ) -> Deferred[KernelProcess | None]:
+        """
+        The process of a remote kernel an earlier gateway recorded, found again through its
+        provisioner; C{None} if it is gone.
+        """
+        # An asyncio task: provisioners use asyncio (wait_for, sock_connect) in their polls.
+        return fromCoroutine(cls._adopt(record, specs), shield=True)
+
+    @classmethod
+    async def _adopt(cls, record: KernelRecord, specs: KernelSpecManager) -> KernelProcess | None:
+        assert record.provisionerInfo is not None
+        process = cls(record.name, specs, record.connectionFile)
+        launch: dict[str, Any] = {"env": record.env, "independent": True}
+        if record.cwd:
+            launch["cwd"] = record.cwd
+        alive = await adoptRemote(
+            process.manager, record.id, record.provisionerInfo, record.connectionInfo, launch
+        )
+        process.provisionerInfo = record.provisionerInfo
+        return process if alive else None
 
     def cleanup(self) -> Deferred[None]:
         """Release what a failed start left behind (connection file, ports)."""
@@ -56,7 +89,7 @@ class KernelProcess:
         return fromCoroutine(self.manager.interrupt_kernel(), shield=True)
 
     def restart(self, now: bool) -> Deferred[None]:
-        return fromCoroutine(self.manager.restart_kernel(now=now), shield=True)
+        return fromCoroutine(self._started(self.manager.restart_kernel(now=now)), shield=True)
 
     def shutdown(self, now: bool = False) -> Deferred[None]:
         return fromCoroutine(self.manager.shutdown_kernel(now=now), shield=True)
@@ -143,7 +176,9 @@ class AdoptedProcess:
         replacement = KernelProcess(self.record.name, self.specs, self.record.connectionFile)
         # Same ports and key as before, so the clients' sockets reconnect to the new process;
         # without cache_ports off the provisioner would pick new ports.
-        replacement.manager.load_connection_info(self.record.connectionInfo)
+        replacement.manager.load_connection_info(
+            cast(KernelConnectionInfo, self.record.connectionInfo)
+        )
         replacement.manager.cache_ports = False
         launch: dict[str, Any] = {
             "kernel_id": self.record.id,

@@ -31,9 +31,9 @@ from twisted.python.failure import Failure
 from kgw.errors import (
     GatewayError,
     KernelLimitReached,
-    KernelStartFailed,
     NoSuchKernel,
     NoSuchKernelSpec,
+    ProvisionerNotInstalled,
 )
 from kgw.kernels.adoption import adoptRecorded
 from kgw.kernels.culling import Culler
@@ -42,6 +42,7 @@ from kgw.kernels.kernel import Kernel
 from kgw.kernels.launcher import Launcher, ProcessFactory
 from kgw.kernels.policy import KernelPolicy
 from kgw.kernels.process import KernelProcess
+from kgw.kernels.provisioners import checkSpecs, missingProvisioner, useThreadedLaunches
 from kgw.kernels.restarter import Restarter
 from kgw.kernels.seed import Seed
 from kgw.kernels.store import KernelStore
@@ -66,7 +67,7 @@ class KernelRegistry(Service):
     @param metrics: where each start and how long it took is recorded.
     """
 
-    name = "kernels"  # type: ignore[assignment]
+    name = "kernels"
     launcherType = Launcher
 
     def __init__(
@@ -126,6 +127,8 @@ class KernelRegistry(Service):
 
     def startService(self) -> None:
         super().startService()
+        useThreadedLaunches(self.specs)
+        checkSpecs(self.specs)
         self.launcher.start()
         if self.policy.prespawnCount:
             self._prespawning = self._prespawn(self.policy.prespawnCount)
@@ -210,6 +213,9 @@ class KernelRegistry(Service):
         try:
             spec = self.specs.get_kernel_spec(name)
         except (_NoSuchSpec, KeyError, ValueError):
+            provisioner = missingProvisioner(self.specs, name)
+            if provisioner is not None:
+                raise ProvisionerNotInstalled(name, provisioner) from None
             raise NoSuchKernelSpec(name) from None
         return spec.to_dict(), spec.resource_dir
 
@@ -307,15 +313,12 @@ class KernelRegistry(Service):
             kernel = await launcher.create(name, env, seed)
             self._register(kernel)
             return kernel
-        kernel = await launcher.spawn(name, env)
-        del launcher.launching[kernel.id]
-        if launcher.stopping:
-            await launcher.abandon(kernel)
-            raise KernelStartFailed("The gateway is shutting down")
-        kernel.hold()
-        kernel.busyWith = "starting"
+        kernel = await launcher.launched(name, env)
         self._register(kernel)
-        kernel.lifecycle.run(lambda: ensureDeferred(self._settleRegistered(kernel)))
+        settling = kernel.lifecycle.run(lambda: ensureDeferred(self._settleRegistered(kernel)))
+        settling.addErrback(
+            lambda f: log.failure("Starting kernel {kernelId} failed", f, kernelId=kernel.id)
+        )
         return kernel
 
     async def _settleRegistered(self, kernel: Kernel) -> None:

@@ -74,6 +74,9 @@ class Restarter:
         kernel.busyWith = "restarting"
         try:
             await kernel.process.restart(now=now)
+            if kernel.channels is not None:
+                # A remote kernel may come back on other ports, even another host.
+                kernel.channels.follow(kernel.process.connectionInfo)
             self.launcher.writeRecord(kernel)
             # The new process's own statuses come before iopub is subscribed again: the
             # gateway tells clients, and the REST model, what they would have said.

@@ -11,10 +11,11 @@ import json
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import zmq
 from jupyter_client.session import Session
+from twisted.internet.base import DelayedCall
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from txzmq import ZmqConnection, ZmqEndpoint, ZmqEndpointType, ZmqFactory
@@ -124,6 +125,9 @@ class JupyterSocket(ZmqConnection):
     firstRetry = 0.001
     retryInterval = 0.02
     maxBacklog = 10_000
+    # Set by txZMQ, which does not annotate them.
+    read_scheduled: DelayedCall | None
+    endpoints: list[ZmqEndpoint]
 
     def __init__(
         self,
@@ -236,7 +240,7 @@ class JupyterSocket(ZmqConnection):
         self._backlog.append(frames)
         self._flush()
 
-    def after(self, other: JupyterSocket) -> None:
+    def after(self, other: MessageSocket) -> None:
         """
         Send nothing until C{other}, a socket made with C{immediate}, is connected to its peer
         (or closed).
@@ -265,7 +269,7 @@ class JupyterSocket(ZmqConnection):
 
     def _trySend(self, frames: list[bytes]) -> bool:
         if self._after is not None:
-            if self._after.socket is not None and not self._after.connected():
+            if not self._after.connected():
                 return False
             self._after = None
         try:
@@ -290,7 +294,25 @@ class JupyterSocket(ZmqConnection):
         else:
             self._retryDelay = self.firstRetry
 
+    def moveTo(self, address: str) -> None:
+        """
+        Connect to C{address} in place of the current peer (a remote kernel restarted
+        elsewhere); messages waiting to be sent go to the new peer.
+        """
+        if self.socket is None or [e.address for e in self.endpoints] == [address]:
+            return
+        for endpoint in self.endpoints:
+            try:
+                self.socket.disconnect(endpoint.address)
+            except zmq.ZMQError:
+                pass
+        self.endpoints = []
+        self.addEndpoints([ZmqEndpoint(ZmqEndpointType.connect, address)])
+
     def shutdown(self) -> None:
+        """Close the socket; what still waits to be sent is dropped. Closing again does nothing."""
+        if self.factory is None:
+            return
         if self._retry is not None and self._retry.active():
             self._retry.cancel()
         self._retry = None
@@ -299,6 +321,80 @@ class JupyterSocket(ZmqConnection):
         self._resume = None
         self._backlog.clear()
         super().shutdown()
+
+
+class MessageSocket(Protocol):
+    """What a kernel's channels use of a socket to the kernel (a L{JupyterSocket})."""
+
+    def sendMessage(self, frames: list[bytes]) -> None:
+        """Send C{frames}, or keep them, in order, until they can go."""
+
+    def hold(self) -> None:
+        """Keep what is sent back until L{release}."""
+
+    def release(self) -> None:
+        """Send what was kept back."""
+
+    def moveTo(self, address: str) -> None:
+        """Connect to C{address} in place of the current peer."""
+
+    def after(self, other: MessageSocket) -> None:
+        """Send nothing until C{other} is connected to its peer."""
+
+    def connected(self) -> bool:
+        """Whether a peer is connected to write to (made with C{immediate}; not once closed)."""
+
+    def shutdown(self) -> None:
+        """Close the socket; closing again does nothing."""
+
+
+class SocketOpener(Protocol):
+    """Opens a socket to a kernel: L{ZmqSockets}, or a test's fake ZeroMQ."""
+
+    def __call__(
+        self,
+        socketType: int,
+        address: str,
+        onMessage: Callable[[list[bytes]], None],
+        identity: bytes | None = None,
+        *,
+        immediate: bool = False,
+        pacing: Pacing | None = None,
+        receiveLimit: int = 0,
+    ) -> MessageSocket:
+        """A socket of C{socketType} connected to C{address}, passing each message it receives
+        to C{onMessage}; the options are L{JupyterSocket}'s."""
+
+
+class ZmqSockets:
+    """Opens L{JupyterSocket}s on one txZMQ factory, paced by one clock."""
+
+    def __init__(self, factory: ZmqFactory, clock: IReactorTime) -> None:
+        self.factory = factory
+        self.clock = clock
+
+    def __call__(
+        self,
+        socketType: int,
+        address: str,
+        onMessage: Callable[[list[bytes]], None],
+        identity: bytes | None = None,
+        *,
+        immediate: bool = False,
+        pacing: Pacing | None = None,
+        receiveLimit: int = 0,
+    ) -> JupyterSocket:
+        return JupyterSocket(
+            self.factory,
+            socketType,
+            address,
+            onMessage,
+            identity,
+            self.clock,
+            immediate,
+            pacing,
+            receiveLimit,
+        )
 
 
 def address(info: dict[str, Any], channel: str) -> str:

@@ -14,6 +14,7 @@ from twisted.application.service import Service
 from twisted.internet.defer import Deferred, DeferredQueue
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from kgw.errors import NoSuchKernel
 from kgw.kernels.kernel import Kernel
@@ -29,7 +30,7 @@ class KernelLender(Service):
     @param retryDelay: seconds between attempts to start a kernel that failed to start.
     """
 
-    name = "notebook-http kernels"  # type: ignore[assignment]
+    name = "notebook-http kernels"
 
     def __init__(
         self, kernels: KernelRegistry, count: int, clock: IReactorTime, retryDelay: float = 5.0
@@ -69,7 +70,7 @@ class KernelLender(Service):
             self._ours.add(kernel.id)
             self._idle.put(kernel)
 
-        def failed(failure: object) -> None:
+        def failed(failure: Failure) -> None:
             if not self.running:
                 return  # the gateway stopped, and the start with it
             log.failure("A notebook-http kernel failed to start; trying again", failure)

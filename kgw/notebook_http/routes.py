@@ -153,10 +153,18 @@ class NotebookAPIResource:
         # The answer is worked out to its end even if the client goes away, so that the kernel
         # it borrowed is given back only once it is idle.
         answer = ensureDeferred(self._answer(chosen, built))
-        result: Deferred[bytes] = Deferred()
-        answer.addBoth(lambda outcome: None if result.called else result.callback(outcome))
-        result.addCallback(lambda r: self._write(request, r))
-        return result
+        result: Deferred[Response | tuple[int, str]] = Deferred()
+
+        def deliver(outcome: Response | tuple[int, str]) -> None:
+            if not result.called:
+                result.callback(outcome)
+
+        def fail(failure: Failure) -> None:
+            if not result.called:
+                result.errback(failure)
+
+        answer.addCallbacks(deliver, fail)
+        return result.addCallback(lambda r: self._write(request, r))
 
     def _write(self, request: IRequest, answer: Response | tuple[int, str]) -> bytes:
         if isinstance(answer, tuple):

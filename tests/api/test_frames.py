@@ -8,7 +8,8 @@ from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from kgw.api.websocket import ChannelsFactory, ChannelsProtocol
+from kgw.api.factory import ChannelsFactory
+from kgw.api.websocket import ChannelsProtocol
 
 # Each side of the 7-bit, 16-bit and 64-bit length encodings.
 SIZES = (0, 1, 125, 126, 127, 65535, 65536, 70000)

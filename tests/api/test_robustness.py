@@ -12,7 +12,7 @@ from typing import Any
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
-from kgw.api.openapi import build_openapi
+from kgw.api.openapi import buildOpenAPI
 from kgw.api.websocket import ChannelsProtocol
 from kgw.errors import InvalidRequest
 from kgw.kernels.environment import kernelEnvironment
@@ -80,7 +80,7 @@ def _validator(schemaName: str) -> Any:
         from openapi_schema_validator import OAS30Validator
     except ImportError:
         raise SkipTest("openapi_schema_validator is not installed")
-    document = build_openapi("0")
+    document = buildOpenAPI("0")
     return OAS30Validator(
         {"$ref": f"#/components/schemas/{schemaName}", "components": document["components"]}
     )
@@ -146,13 +146,13 @@ class SchemaAgreementTests(APITestCase):
 class DocumentTests(SynchronousTestCase):
     def test_yamlDocumentIsAnObject(self) -> None:
         """The YAML document is described as what it holds: an object, as the JSON one is."""
-        operation = build_openapi("0")["paths"]["/api/swagger.yaml"]["get"]
+        operation = buildOpenAPI("0")["paths"]["/api/swagger.yaml"]["get"]
         schema = operation["responses"]["200"]["content"]["application/yaml"]["schema"]
         self.assertEqual(schema, {"type": "object"})
 
     def test_kernelLimitOnSessionPatchDocumented(self) -> None:
         """A PATCH that starts a kernel past max_kernels gets 403, and that is documented."""
-        operation = build_openapi("0")["paths"]["/api/sessions/{session_id}"]["patch"]
+        operation = buildOpenAPI("0")["paths"]["/api/sessions/{session_id}"]["patch"]
         self.assertIn("403", operation["responses"])
 
 

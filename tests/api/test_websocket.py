@@ -15,7 +15,8 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from kgw.api import wire
 from kgw.api.backlog import BacklogLimits
-from kgw.api.websocket import SEND_LIMIT, ChannelsFactory, ChannelsProtocol
+from kgw.api.factory import ChannelsFactory
+from kgw.api.websocket import SEND_LIMIT, ChannelsProtocol
 from kgw.kernels.sockets import Signer
 
 # Valid JSON that no encoder would produce: spacing and key order show whether it was re-encoded.

@@ -70,6 +70,10 @@ class GarbageTests(TestCase):
         C{kernel_info_request}) arrive and drop it; from now on the bystander may receive
         answers to its own requests only. Then set the state the kernel must keep.
         """
+        # A start is answered at launch: what the kernel prints as it starts up (debugpy's
+        # warning on stderr, say) comes to clients already connected, before it is ready.
+        while self.kernel.busyWith == "starting":
+            await deferLater(reactor, 0.05)
         await deferLater(reactor, SETTLE)
         del self.bystander.messages.pending[:]
         self.assertEqual(await self.bystanderRuns("marker = 6 * 7"), "")

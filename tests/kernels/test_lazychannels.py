@@ -19,7 +19,7 @@ from twisted.trial.unittest import TestCase
 from txzmq import ZmqFactory
 
 from kgw.kernels.channels import KernelChannels
-from kgw.kernels.sockets import DELIMITER, JupyterSocket, Signer
+from kgw.kernels.sockets import DELIMITER, JupyterSocket, Signer, ZmqSockets
 from tests.support import TIMEOUT
 
 
@@ -69,7 +69,7 @@ class FakeKernel:
             self.routers[channel] = sock
             self.info[f"{channel}_port"] = sock.bind_to_random_port("tcp://127.0.0.1")
         self.channels = KernelChannels(
-            self.factory, self.info, self.session, reactor, lambda *args: None
+            ZmqSockets(self.factory, reactor), self.info, self.session, reactor, lambda *args: None
         )
         test.addCleanup(self.channels.close, 1001, "test over")
 

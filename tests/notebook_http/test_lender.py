@@ -126,3 +126,31 @@ class LenderOrderTests(SynchronousTestCase):
         successor = self.kernels.finishStart()
         others = [k.id for k in self.started if k is not dead]
         self.assertEqual(self.serve(3), [*others, successor.id])
+
+
+class LenderRetryTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.kernels = FakeKernels()
+        self.clock = Clock()
+        self.lender = KernelLender(self.kernels, 1, self.clock, retryDelay=5.0)  # type: ignore[arg-type]
+        self.lender.startService()
+
+    def test_failedStartRetriedAfterDelay(self) -> None:
+        """A kernel that fails to start is started again retryDelay seconds later, and lent."""
+        self.kernels.starting.pop(0).errback(RuntimeError("no kernel"))
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+        self.clock.advance(4.9)
+        self.assertEqual(self.kernels.starting, [])
+        self.clock.advance(0.1)
+        self.assertEqual(len(self.kernels.starting), 1)
+        kernel = self.kernels.finishStart()
+        self.assertIs(self.successResultOf(self.lender.borrow()), kernel)
+
+    def test_stopCancelsRetries(self) -> None:
+        """Once the gateway stops, no retry is pending and no kernel is started."""
+        self.kernels.starting.pop(0).errback(RuntimeError("no kernel"))
+        self.flushLoggedErrors(RuntimeError)
+        self.lender.stopService()
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        self.clock.advance(10)
+        self.assertEqual(self.kernels.starting, [])

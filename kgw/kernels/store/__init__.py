@@ -47,4 +47,5 @@ def recordOf(kernel: Kernel, connectionFile: str, handedOut: bool = True) -> Ker
         kernel.launchEnv,
         kernel.cwd,
         handedOut,
+        getattr(kernel.process, "provisionerInfo", None),
     )

@@ -40,6 +40,8 @@ class KernelRecord:
     cwd: str | None = None
     # False while the kernel starts or waits in the warm pool: nobody holds it yet.
     handedOut: bool = False
+    # A remote kernel's provisioner info (get_provisioner_info()); None for a local kernel.
+    provisionerInfo: dict[str, Any] | None = None
 
 
 def pidAlive(pid: int) -> bool:
@@ -219,6 +221,7 @@ def checkRecord(values: dict[str, Any], kernelId: str) -> KernelRecord:
     given = {name: values[name] for name in _FIELDS if name in values}
     given.setdefault("cwd", None)
     given.setdefault("handedOut", False)
+    given.setdefault("provisionerInfo", None)
     for name, (valid, expected) in _FIELDS.items():
         if name not in given:
             raise RecordError(f"no {name!r} field")
@@ -285,6 +288,7 @@ _FIELDS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "env": (_isEnvironment, "an object of strings"),
     "cwd": (lambda v: v is None or _isString(v), "a path or null"),
     "handedOut": (lambda v: isinstance(v, bool), "true or false"),
+    "provisionerInfo": (lambda v: v is None or isinstance(v, dict), "an object or null"),
 }
 
 

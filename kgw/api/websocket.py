@@ -73,6 +73,11 @@ class ChannelsProtocol(WebSocketServerProtocol):
     """
 
     kernel: Kernel
+    # Autobahn's options, set on each protocol from its factory's (read by sendMessage).
+    autoFragmentSize: int
+    logFrames: bool
+    logOctets: bool
+    maxMessagePayloadSize: int
     sessionId: str = ""
     handshakeStatus: int | None = None
     toClient: Mapping[str, Counter] = _UNCOUNTED
@@ -142,7 +147,9 @@ class ChannelsProtocol(WebSocketServerProtocol):
             head = struct.pack("!BBH", opcode, 126, size)
         else:
             head = struct.pack("!BBQ", opcode, 127, size)
-        self.transport.write(head + payload)
+        transport = self.transport
+        assert transport is not None  # open, so connected
+        transport.write(head + payload)
 
     def onConnect(self, request: ConnectionRequest) -> str | None:
         if wire.V1_PROTOCOL in request.protocols:

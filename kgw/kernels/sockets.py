@@ -11,7 +11,7 @@ import json
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import zmq
 from jupyter_client.session import Session
@@ -149,7 +149,7 @@ class JupyterSocket(ZmqConnection):
         self._backlog: deque[list[bytes]] = deque()
         self._retry: IDelayedCall | None = None
         self._retryDelay = self.firstRetry
-        self._after: JupyterSocket | None = None
+        self._after: MessageSocket | None = None
         self._pacing = pacing
         self._receiveLimit = receiveLimit
         self.paced = False
@@ -255,7 +255,7 @@ class JupyterSocket(ZmqConnection):
         # Reading ZeroMQ's events can take the signal of a message waiting to be read: read
         # soon, as txZMQ does after a send.
         if self.read_scheduled is None:
-            self.read_scheduled = self.clock.callLater(0, self.doRead)
+            self.read_scheduled = cast(DelayedCall, self.clock.callLater(0, self.doRead))
         return ready
 
     def hold(self) -> None:

@@ -123,7 +123,7 @@ class ChannelsProtocol(WebSocketServerProtocol):
         Send one message as one frame. A plain one (uncompressed, unfragmented, within the
         size limit, no frame logging) is framed here and written straight to the transport:
         the same bytes as Autobahn's, without its per-message bookkeeping and debug
-        formatting, which cost a quarter of the gateway's CPU relaying a flood of small
+        formatting, which cost about a tenth of the gateway's CPU relaying a flood of small
         messages. Anything else goes through Autobahn.
         """
         size = len(payload)

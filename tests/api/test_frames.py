@@ -70,7 +70,7 @@ class FramingTests(SynchronousTestCase):
     def test_plainMessageWrittenDirectly(self):
         """
         A plain message is framed by the protocol itself, without Autobahn's per-frame path
-        (whose bookkeeping and debug formatting cost a quarter of a flood's relay CPU).
+        (whose bookkeeping and debug formatting cost about a tenth of a flood's relay CPU).
         """
         protocol, transport = self.opened()
         frames: list[object] = []

@@ -29,7 +29,7 @@ from kgw.api.invalidframes import InvalidFrames
 from kgw.api.ratelimit import IOPubRateLimiter
 from kgw.http.errors import errorBody
 from kgw.jupyter import CLIENT_CHANNELS
-from kgw.kernels.channels import ClientChannels
+from kgw.kernels.clientchannels import ClientChannels
 from kgw.kernels.kernel import Kernel
 
 log = Logger()

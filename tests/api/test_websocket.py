@@ -17,7 +17,7 @@ from kgw.api import wire
 from kgw.api.backlog import BacklogLimits
 from kgw.api.factory import ChannelsFactory
 from kgw.api.websocket import SEND_LIMIT, ChannelsProtocol
-from kgw.kernels.sockets import Signer
+from kgw.kernels.signing import Signer
 
 # Valid JSON that no encoder would produce: spacing and key order show whether it was re-encoded.
 CONTENT = b'{ "b" : 2,   "a" : [1,2] }'

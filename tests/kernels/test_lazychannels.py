@@ -19,7 +19,8 @@ from twisted.trial.unittest import TestCase
 from txzmq import ZmqFactory
 
 from kgw.kernels.channels import KernelChannels
-from kgw.kernels.sockets import DELIMITER, JupyterSocket, Signer, ZmqSockets
+from kgw.kernels.signing import DELIMITER, Signer
+from kgw.kernels.sockets import JupyterSocket, ZmqSockets
 from tests.support import TIMEOUT
 
 

@@ -46,6 +46,7 @@ class Execution:
     status: str = ""
     watched: int = 0
     first_watched: float = 0.0
+    last_watched: float = 0.0
     received: int = 0
     # Seconds the kernel itself took, from starting the execution to sending its reply, by the
     # kernel's own clock (the reply's metadata "started" and header "date").
@@ -236,8 +237,9 @@ class KernelSocket:
                 continue
             if msg_type == watch:
                 run.watched += 1
+                run.last_watched = time.perf_counter()
                 if not run.first_watched:
-                    run.first_watched = time.perf_counter()
+                    run.first_watched = run.last_watched
             elif msg_type == "execute_reply":
                 run.reply = time.perf_counter()
                 run.status = content_of(content).get("status", "")

@@ -8,12 +8,15 @@ The interface matches L{benchmarks.client}'s, so that the figures run the same s
 from __future__ import annotations
 
 import asyncio
+import json
 import subprocess
 import time
 from pathlib import Path
 from queue import Empty
 from typing import ClassVar
 
+import zmq
+import zmq.asyncio
 from jupyter_client.manager import AsyncKernelManager
 from jupyter_client.session import Session
 
@@ -23,14 +26,14 @@ from benchmarks.client import BenchError, Execution, kernel_seconds
 class DirectConnection:
     """One AsyncKernelClient of a kernel, with its own session and so its own identity."""
 
-    def __init__(self, manager: AsyncKernelManager) -> None:
+    def __init__(self, manager: AsyncKernelManager, iopub: bool = True) -> None:
         # Clients made by the manager share its Session, and so one ZeroMQ identity: the kernel
         # would route every client's replies to one of them. Each gets its own here.
         session = Session(
             key=manager.session.key, signature_scheme=manager.session.signature_scheme
         )
         self._client = manager.client(session=session)
-        self._client.start_channels(hb=False)
+        self._client.start_channels(iopub=iopub, hb=False)
 
     async def wait_for_iopub(self, timeout: float = 60.0) -> None:
         """
@@ -91,6 +94,73 @@ class DirectConnection:
                 run.status = msg["content"].get("status", "")
                 run.kernel_time = kernel_seconds(msg["header"], msg["metadata"])
 
+    async def raw_run(self, code: str, run: Execution, watch: str) -> None:
+        """
+        Run C{code}, reading iopub with a raw ZeroMQ SUB socket of its own rather than through
+        jupyter_client: each message's header and parent header are parsed, nothing else.
+        The connection must have been made without jupyter_client's own iopub channel (see
+        L{DirectKernel.raw_connect}), or the kernel publishes everything twice.
+        """
+        client = self._client
+        context = zmq.asyncio.Context.instance()
+        waiter = context.socket(zmq.SUB)
+        waiter.setsockopt(zmq.SUBSCRIBE, b"")
+        waiter.connect(client._make_url("iopub"))
+        # The same socket, read without a future per message once it is readable.
+        reader = zmq.Socket.shadow(waiter.underlying)
+        reply: asyncio.Task[None] | None = None
+        try:
+            await self._subscribed(waiter)
+            run.sent = time.perf_counter()
+            msg_id = client.execute(code, store_history=False, allow_stdin=False)
+            reply = asyncio.ensure_future(self._reply(msg_id, run))
+            while not run.idle:
+                await waiter.poll(timeout=None)
+                while reader.get(zmq.EVENTS) & zmq.POLLIN:
+                    frames = reader.recv_multipart(zmq.NOBLOCK)
+                    run.received += 1
+                    start = frames.index(b"<IDS|MSG>") + 2
+                    msg_type = json.loads(frames[start])["msg_type"]
+                    if json.loads(frames[start + 1]).get("msg_id") != msg_id:
+                        continue
+                    if msg_type == watch:
+                        run.watched += 1
+                        run.last_watched = time.perf_counter()
+                        if not run.first_watched:
+                            run.first_watched = run.last_watched
+                    elif msg_type == "status" and b'"idle"' in frames[start + 3]:
+                        run.idle = time.perf_counter()
+            await reply
+        finally:
+            if reply is not None and not reply.done():
+                reply.cancel()
+            waiter.close(linger=0)
+
+    async def _reply(self, msg_id: str, run: Execution) -> None:
+        while True:
+            msg = await self._client.get_shell_msg()
+            if msg["parent_header"].get("msg_id") == msg_id:
+                run.reply = time.perf_counter()
+                run.status = msg["content"].get("status", "")
+                return
+
+    async def _subscribed(self, socket: zmq.asyncio.Socket, timeout: float = 60.0) -> None:
+        """Ask for kernel_info until C{socket}, a new SUB socket, receives something."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self._client.kernel_info()
+            if await socket.poll(timeout=200):
+                # Let the rest of that request's messages arrive, then drop them all.
+                await asyncio.sleep(0.2)
+                while await socket.poll(timeout=0):
+                    await socket.recv_multipart()
+                while True:
+                    try:
+                        await asyncio.wait_for(self._client.get_shell_msg(), 0.2)
+                    except asyncio.TimeoutError:
+                        return
+        raise BenchError(f"no iopub message on a raw reader within {timeout} s")
+
     async def close(self) -> None:
         self._client.stop_channels()
 
@@ -118,6 +188,10 @@ class DirectKernel:
         connection = DirectConnection(self._manager)
         await connection.wait_for_iopub()
         return connection
+
+    async def raw_connect(self) -> DirectConnection:
+        """A connection for L{DirectConnection.raw_run}: shell only, iopub read raw."""
+        return DirectConnection(self._manager, iopub=False)
 
     async def shutdown(self) -> None:
         self.running.discard(self)

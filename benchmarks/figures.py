@@ -31,6 +31,17 @@ SETUP_CODE = f"from IPython.display import display\n_bench_text = 'x' * {LARGE_B
 ROUND_TRIP_CODE = "pass"
 RELAY_CODE = f"for i in range({DISPLAYS}):\n    display(i)"
 LARGE_CODE = "display({'text/plain': _bench_text}, raw=True)"
+# Figure 2b: stream messages sent straight onto iopub, as fast as the kernel's session signs
+# them, under the cell's own request: no stdout, so no flush waits.
+FLOOD = 20_000
+FLOOD_QUIET = 3.0
+FLOOD_TIMEOUT = 300.0
+FLOOD_CODE = f"""\
+_k = get_ipython().kernel
+_p = _k.get_parent("shell")
+for _i in range({FLOOD}):
+    _k.session.send(_k.iopub_socket, "stream", {{"name": "stdout", "text": "x\\n"}}, parent=_p)
+"""
 
 
 class Connection(Protocol):
@@ -151,6 +162,52 @@ async def iopub_relay(connection: Connection, gateway: Gateway | None) -> dict[s
     return result
 
 
+async def flood(
+    connection: Connection, gateway: Gateway | None, raw: bool = False
+) -> dict[str, float]:
+    """
+    Figure 2b: one cell sends L{FLOOD} stream messages straight onto iopub. The rate is the
+    stream messages received over the time from sending the request to the idle status; a
+    message not received is lost. C{raw}: C{connection} is a direct one, read raw.
+    """
+    cpu = gateway.cpu_seconds() if gateway else 0.0
+    run = Execution(sent=0.0)
+    if raw:
+        assert isinstance(connection, DirectConnection)
+        task = asyncio.ensure_future(connection.raw_run(FLOOD_CODE, run, "stream"))
+    else:
+        task = asyncio.ensure_future(connection.run(FLOOD_CODE, run, watch="stream"))
+    # The idle status may itself be lost at a queue's limit: once the reply has come and
+    # nothing more for FLOOD_QUIET seconds, the run is over.
+    began = seen_at = time.perf_counter()
+    seen = -1
+    try:
+        while not task.done():
+            await asyncio.wait([task], timeout=0.25)
+            now = time.perf_counter()
+            if run.received != seen:
+                seen, seen_at = run.received, now
+            elif run.reply and now - seen_at > FLOOD_QUIET:
+                break
+            if now - began > FLOOD_TIMEOUT:
+                raise BenchError(f"the flooding cell did not end within {FLOOD_TIMEOUT} s")
+    finally:
+        if not task.done():
+            task.cancel()
+    if task.done() and not task.cancelled() and task.exception():
+        raise task.exception()  # type: ignore[misc]
+    _checked(run, "the flooding cell")
+    end = run.idle or run.last_watched
+    result = {
+        "rate": run.watched / (end - run.sent),
+        "lost": float(FLOOD - run.watched),
+        "idle_lost": float(not run.idle),
+    }
+    if gateway:
+        result["cpu"] = (gateway.cpu_seconds() - cpu) / max(run.received, 1) * 10_000
+    return result
+
+
 async def large_output(connection: Connection) -> dict[str, float]:
     """Figure 3: one 8 MB text/plain display; MB/s from the request to that message's arrival."""
     run = _checked(await connection.execute(LARGE_CODE, watch="display_data"), "the large cell")
@@ -176,14 +233,42 @@ class Crowd:
 
     kernels: list[Kernel]
     connections: list[Connection]
+    # Kernels that died while starting and were replaced (see L{gather_crowd}).
+    replaced: int = 0
 
 
-async def gather_crowd(subject: Subject, kernels: int) -> Crowd:
-    """Start C{kernels} kernels at once, with one connection each, checked by kernel_info."""
-    started = await asyncio.gather(*(subject.start_kernel() for _ in range(kernels)))
-    crowd = Crowd(list(started), [])
-    crowd.connections = list(await asyncio.gather(*(k.connect() for k in crowd.kernels)))
-    await asyncio.gather(*(c.kernel_info() for c in crowd.connections))
+async def gather_crowd(subject: Subject, kernels: int, tries: int = 3) -> Crowd:
+    """
+    Start C{kernels} kernels at once, with one connection each, checked by kernel_info.
+
+    A kernel that dies while starting is replaced, up to C{tries} times: on a busy machine a
+    kernel sometimes loses the race for the ports it was given (both gateways pick them
+    alike, through jupyter_client), and figure 8's thousands of connections make that likelier.
+    """
+    crowd = Crowd([], [])
+
+    async def one() -> None:
+        for attempt in range(tries):
+            kernel = None
+            try:
+                kernel = await subject.start_kernel()
+                connection = await kernel.connect()
+                await connection.kernel_info()
+            except (BenchError, aiohttp.ClientError, asyncio.TimeoutError):
+                if attempt == tries - 1:
+                    raise
+                crowd.replaced += 1
+                if kernel is not None:
+                    try:
+                        await kernel.shutdown()
+                    except (BenchError, aiohttp.ClientError):
+                        pass
+                continue
+            crowd.kernels.append(kernel)
+            crowd.connections.append(connection)
+            return
+
+    await asyncio.gather(*(one() for _ in range(kernels)))
     return crowd
 
 
@@ -199,10 +284,11 @@ async def many_clients(crowd: Crowd, executes: int, deadline: float) -> dict[str
     """
     Figure 7: every connection runs C{executes} executions one after another, all connections
     at once. An execution whose reply has not come within L{REPLY_TIMEOUT} is lost; those not
-    finished by C{deadline} seconds are counted apart, as unfinished.
+    finished by C{deadline} seconds are counted apart, as unfinished. A connection the gateway
+    closes loses the executions it had left (and counts as failed).
     """
     samples: list[float] = []
-    counts = {"lost": 0, "lost_idle": 0, "unfinished": 0}
+    counts = {"lost": 0, "lost_idle": 0, "unfinished": 0, "failed": 0}
     start = time.perf_counter()
     stop = start + deadline
 
@@ -216,6 +302,11 @@ async def many_clients(crowd: Crowd, executes: int, deadline: float) -> dict[str
                 await asyncio.wait_for(
                     connection.run(ROUND_TRIP_CODE, run), min(REPLY_TIMEOUT, remaining)
                 )
+            except (BenchError, aiohttp.ClientError):
+                # The gateway closed the connection: the rest of its executions are lost.
+                counts["failed"] += 1
+                counts["lost"] += executes - done
+                return
             except asyncio.TimeoutError:
                 if remaining < REPLY_TIMEOUT:
                     counts["unfinished"] += executes - done
@@ -232,6 +323,26 @@ async def many_clients(crowd: Crowd, executes: int, deadline: float) -> dict[str
         "p99": percentile(samples, 0.99) if samples else math.inf,
         **{name: float(count) for name, count in counts.items()},
     }
+
+
+async def open_idle(kernels: list[Kernel], clients: int, at_once: int = 50) -> list[Connection]:
+    """
+    Figure 8: open C{clients} websockets round-robin over C{kernels}, C{at_once} at a time,
+    and send nothing on them.
+    """
+    opened: list[Connection] = []
+    gate = asyncio.Semaphore(at_once)
+
+    async def one(kernel: Kernel) -> None:
+        async with gate:
+            opened.append(await kernel.connect())
+
+    try:
+        await asyncio.gather(*(one(kernels[i % len(kernels)]) for i in range(clients)))
+    except BaseException:
+        await asyncio.gather(*(c.close() for c in opened), return_exceptions=True)
+        raise
+    return opened
 
 
 async def disperse(crowd: Crowd) -> None:

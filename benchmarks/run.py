@@ -19,6 +19,7 @@ import dataclasses
 import json
 import os
 import platform
+import resource
 import shlex
 import shutil
 import statistics
@@ -73,6 +74,14 @@ class Settings:
     notebook_connections: int = 8
     prespawn: int = 2
     warm_kernels: int = 2
+    # Figure 8: idle websockets over a few kernels, then as many busy clients over many kernels.
+    scale_idle_kernels: int = 10
+    scale_clients: int = 1000
+    scale_kernels: int = 100
+    scale_executes: int = 20
+    scale_deadline: float = 900.0
+    # Figure 2b: runs of the flooding cell on each subject and protocol.
+    flood_runs: int = 3
 
 
 QUICK = Settings(
@@ -84,6 +93,11 @@ QUICK = Settings(
     crowd_executes=5,
     crowd_deadline=60.0,
     notebook_seconds=2.0,
+    scale_clients=100,
+    scale_kernels=10,
+    scale_executes=5,
+    scale_deadline=120.0,
+    flood_runs=1,
 )
 
 # The wire protocols of figures 1 to 3 and the suffix of their rows' keys. The direct client
@@ -125,7 +139,7 @@ class Bench:
         """Record the median of a round's runs; the direct baseline's for v1 rows as well."""
         value = statistics.median(values)
         self.results.add(key, label, value)
-        if label == DIRECT and key.split(".")[0] in ("rtt", "relay", "large"):
+        if label == DIRECT and key.split(".")[0] in ("rtt", "relay", "large", "flood"):
             stem, name = key.split(".")
             self.results.add(f"{stem}_v1.{name}", label, value)
 
@@ -262,12 +276,18 @@ class Bench:
         else:
             say(f"figure 5 on {subject.label}: {s.crowd_kernels} kernels")
         crowd = await figures.gather_crowd(subject, s.crowd_kernels)
+        self.note_replaced(crowd, subject.label, "figure 7")
         try:
             gateway = subject.gateway
             if gateway is not None:
                 gateway.note_kernels()
                 await asyncio.sleep(1.0)
-                self.results.add("rss.kernels", subject.label, gateway.rss_mb())
+                rss = gateway.rss_mb()
+                self.results.add("rss.kernels", subject.label, rss)
+                idle = self.results.values.get("rss.idle", {}).get(subject.label)
+                if idle:
+                    per_kernel = (rss - idle[-1]) / s.crowd_kernels
+                    self.results.add("rss.per_kernel", subject.label, per_kernel)
             if not run:
                 return
             await figures.fill_crowd(crowd, s.crowd_clients)
@@ -287,6 +307,161 @@ class Bench:
                 self.results.add("rss.crowd", subject.label, gateway.rss_mb())
         finally:
             await figures.disperse(crowd)
+
+    async def scale(self, http: aiohttp.ClientSession) -> None:
+        """Figures 8 and 2b, on a pair of gateways of their own (KG's iopub rate limit off)."""
+        p = free_port()
+        kgw = self.gateway(KGW, kgw_command(p), p, "/api")
+        p = free_port()
+        kg = self.gateway(
+            KG, kg_command(p, "--ZMQChannelsWebsocketConnection.limit_rate=False"), p, "/api"
+        )
+        try:
+            await self.start(http, [kgw, kg])
+            subjects = [
+                (KGW, figures.GatewaySubject(KGW, kgw, http)),
+                (KG, figures.GatewaySubject(KG, kg, http)),
+            ]
+            for _, subject in subjects:
+                await self.idle_websockets(subject)
+            for _, subject in subjects:
+                await self.busy_websockets(subject)
+            direct = figures.DirectSubject(self.workdir / "direct-kernels.log")
+            await self.flood([*subjects, (DIRECT, direct)])
+        finally:
+            await asyncio.gather(kgw.stop(), kg.stop())
+            await DirectKernel.shutdown_all()
+
+    async def idle_websockets(self, subject: figures.GatewaySubject) -> None:
+        """Figure 8, idle: the gateway's RSS before and after opening many websockets."""
+        s = self.settings
+        gateway = subject.gateway
+        assert gateway is not None
+        say(
+            f"figure 8 on {subject.label}: {s.scale_clients} idle websockets"
+            f" on {s.scale_idle_kernels} kernels"
+        )
+        crowd = await figures.gather_crowd(subject, s.scale_idle_kernels)
+        self.note_replaced(crowd, subject.label, "figure 8")
+        try:
+            gateway.note_kernels()
+            await asyncio.sleep(1.0)
+            before = gateway.rss_mb()
+            idle = await figures.open_idle(crowd.kernels, s.scale_clients)
+            crowd.connections.extend(idle)
+            await asyncio.sleep(2.0)
+            after = gateway.rss_mb()
+            self.results.add("scale.before", subject.label, before)
+            self.results.add("scale.after", subject.label, after)
+            per = (after - before) * 1000 / s.scale_clients
+            self.results.add("scale.per_ws", subject.label, per)
+            # Every one of them must have been a working connection.
+            answered = await asyncio.gather(
+                *(c.kernel_info(timeout=300) for c in idle), return_exceptions=True
+            )
+            failed = sum(isinstance(a, BaseException) for a in answered)
+            if failed:
+                self.results.notes.append(
+                    f"{subject.label}: {failed} of the idle websockets of figure 8 did not"
+                    " answer kernel_info afterwards"
+                )
+        finally:
+            await figures.disperse(crowd)
+
+    async def busy_websockets(self, subject: figures.GatewaySubject) -> None:
+        """Figure 8, busy: as many clients, each running executions, over many kernels."""
+        s = self.settings
+        gateway = subject.gateway
+        assert gateway is not None
+        say(
+            f"figure 8 on {subject.label}: {s.scale_clients} clients x {s.scale_executes}"
+            f" executes on {s.scale_kernels} kernels"
+        )
+        crowd = await figures.gather_crowd(subject, s.scale_kernels)
+        self.note_replaced(crowd, subject.label, "figure 8")
+        try:
+            gateway.note_kernels()
+            more = await figures.open_idle(crowd.kernels, s.scale_clients - len(crowd.kernels))
+            answered = await asyncio.gather(
+                *(c.kernel_info(timeout=300) for c in more), return_exceptions=True
+            )
+            working = [c for c, a in zip(more, answered, strict=True) if isinstance(a, float)]
+            refused = len(more) - len(working)
+            crowd.connections.extend(working)
+            result = await figures.many_clients(crowd, s.scale_executes, s.scale_deadline)
+            # A client whose connection never worked lost every execution it would have run.
+            result["lost"] += refused * s.scale_executes
+            for name in ("total", "p99", "lost"):
+                self.results.add(f"scale.{name}", subject.label, result[name])
+            if refused or result["failed"]:
+                self.results.notes.append(
+                    f"{subject.label}: {refused} of the {s.scale_clients} websockets of figure 8"
+                    f" did not answer kernel_info and {result['failed']:.0f} were closed while"
+                    f" executing; their {result['lost']:.0f} executions count as lost replies"
+                )
+            await asyncio.gather(*(c.close() for c in more), return_exceptions=True)
+            self.results.add("scale.rss", subject.label, gateway.rss_mb())
+            if result["lost_idle"]:
+                self.results.notes.append(
+                    f"{subject.label} lost {result['lost_idle']:.0f} idle statuses in figure 8"
+                )
+            if result["unfinished"]:
+                self.results.notes.append(
+                    f"{subject.label} left {result['unfinished']:.0f} executions of figure 8"
+                    f" unfinished at its {s.scale_deadline:.0f} s deadline: its total is a floor"
+                )
+        finally:
+            await figures.disperse(crowd)
+
+    async def flood(self, subjects: list[tuple[str, figures.Subject]]) -> None:
+        """Figure 2b: the flooding cell on a kernel of each subject, in each protocol."""
+        s = self.settings
+        say(f"figure 2b: {figures.FLOOD:,} messages straight onto iopub")
+        kernels: list[figures.Kernel] = []
+        trials: list[tuple[str, str, Gateway | None, figures.Connection]] = []
+        try:
+            for label, subject in subjects:
+                for protocol, suffix in PROTOCOLS:
+                    if subject.gateway is None and protocol != LEGACY:
+                        continue
+                    kernels.append(await subject.start_kernel())
+                    if subject.gateway is None:
+                        assert isinstance(kernels[-1], figures.DirectKernelAdapter)
+                        connection: figures.Connection = await kernels[-1].kernel.raw_connect()
+                    else:
+                        connection = await kernels[-1].connect(protocol)
+                    for _ in range(5):
+                        await connection.kernel_info()
+                    trials.append((suffix, label, subject.gateway, connection))
+            rates: dict[tuple[str, str], list[float]] = {}
+            lost: dict[tuple[str, str], list[float]] = {}
+            cpu: dict[str, list[float]] = {}
+            for run in range(s.flood_runs):
+                for suffix, label, gateway, connection in rotated(trials, run):
+                    result = await figures.flood(connection, gateway, raw=gateway is None)
+                    rates.setdefault((suffix, label), []).append(result["rate"])
+                    lost.setdefault((suffix, label), []).append(result["lost"])
+                    if gateway is not None and not suffix:
+                        cpu.setdefault(label, []).append(result["cpu"])
+            for (suffix, label), values in rates.items():
+                self.record(f"flood{suffix}.rate", label, values)
+            for (suffix, label), values in lost.items():
+                # The worst run: a loss is a loss.
+                self.record(f"flood{suffix}.lost", label, [max(values)])
+            for label, values in cpu.items():
+                self.record("flood.cpu", label, values)
+        finally:
+            for *_, connection in trials:
+                await connection.close()
+            for kernel in kernels:
+                await kernel.shutdown()
+
+    def note_replaced(self, crowd: figures.Crowd, label: str, figure: str) -> None:
+        if crowd.replaced:
+            self.results.notes.append(
+                f"{label}: {crowd.replaced} kernels of {figure} died while starting and were"
+                " replaced"
+            )
 
     async def notebook_http(self, http: aiohttp.ClientSession) -> None:
         """Figure 6: the same notebook served by both gateways, taking turns."""
@@ -335,6 +510,16 @@ class Bench:
                         )
         finally:
             await asyncio.gather(kgw.stop(), kg.stop())
+
+
+def raise_file_limit() -> None:
+    """
+    Allow this process, and the gateways it starts, as many open files as the system lets it:
+    figure 8's thousand websockets need more than the usual soft limit of 1024.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 def load() -> str:
@@ -394,6 +579,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="a short smoke run")
     parser.add_argument("--rounds", type=int, help="rounds of the interleaved figures")
+    parser.add_argument("--scale-clients", type=int, help="figure 8's websockets (1,000)")
     parser.add_argument(
         "--output", type=Path, default=HERE / "results", help="where to write the results"
     )
@@ -404,16 +590,21 @@ def parse(argv: list[str]) -> argparse.Namespace:
         " start; either way kgw's dependencies are those of the working tree's setup.py)",
     )
     parser.add_argument(
-        "--skip", default="", help="figure groups to leave out, comma-separated: ws, notebook"
+        "--skip",
+        default="",
+        help="figure groups to leave out, comma-separated: ws, scale, notebook",
     )
     return parser.parse_args(argv)
 
 
 async def main(argv: list[str]) -> int:
     args = parse(argv)
+    raise_file_limit()
     settings = QUICK if args.quick else Settings()
     if args.rounds:
         settings = dataclasses.replace(settings, rounds=args.rounds)
+    if args.scale_clients:
+        settings = dataclasses.replace(settings, scale_clients=args.scale_clients)
     skip = {s for s in args.skip.split(",") if s}
     workdir = Path(tempfile.mkdtemp(prefix="kgw-bench-"))
     source = workdir / "kgw-source"
@@ -431,6 +622,8 @@ async def main(argv: list[str]) -> int:
                 for round_ in range(settings.rounds):
                     say(f"round {round_ + 1} of {settings.rounds}")
                     await bench.websocket_round(http, round_)
+            if "scale" not in skip:
+                await bench.scale(http)
             if "notebook" not in skip:
                 await bench.notebook_http(http)
     except (BenchError, asyncio.TimeoutError) as e:
@@ -452,7 +645,8 @@ async def main(argv: list[str]) -> int:
     print(report.markdown_table(rows))
     for note in bench.results.notes:
         print(f"note: {note}")
-    name = "quick" if args.quick else "partial" if skip or args.rounds else "latest"
+    partial = skip or args.rounds or args.scale_clients
+    name = "quick" if args.quick else "partial" if partial else "latest"
     paths = report.write(args.output, name, rows, context)
     print()
     say(f"wrote {paths[0]} and {paths[1]}")

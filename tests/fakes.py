@@ -14,8 +14,8 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from kgw.api.app import GatewayAPI
+from kgw.api.factory import ChannelsFactory
 from kgw.api.sessions import SessionRegistry
-from kgw.api.websocket import ChannelsFactory
 from kgw.http.access import AccessPolicy
 from kgw.http.edge import Edge
 from kgw.http.routes import RouteTemplates

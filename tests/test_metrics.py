@@ -16,7 +16,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from kgw.api import wire
 from kgw.api.app import GatewayAPI
-from kgw.api.websocket import ChannelsFactory
+from kgw.api.factory import ChannelsFactory
 from kgw.http.access import AccessPolicy
 from kgw.http.routes import UNMATCHED, RouteTemplates
 from kgw.jsonlog import eventAsLine

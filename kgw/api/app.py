@@ -12,9 +12,9 @@ from klein import Klein
 from twisted.web.iweb import IRequest
 
 from kgw import __version__
+from kgw.api.factory import ChannelsFactory, ChannelsResource
 from kgw.api.openapi import buildOpenAPI, toYAML
 from kgw.api.sessions import SessionRegistry
-from kgw.api.websocket import ChannelsFactory, ChannelsResource
 from kgw.errors import Forbidden, InvalidRequest
 from kgw.http.errors import handleFailure, writeError
 from kgw.http.files import fileUnder, serveFile

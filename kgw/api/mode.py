@@ -8,8 +8,8 @@ from twisted.web.resource import IResource
 
 from kgw.api.app import GatewayAPI
 from kgw.api.backlog import BacklogLimits
+from kgw.api.factory import ChannelsFactory
 from kgw.api.sessions import SessionRegistry
-from kgw.api.websocket import ChannelsFactory
 from kgw.config import Config
 from kgw.http.edge import Edge
 from kgw.http.forward import Forwarder

@@ -7,20 +7,18 @@ frames, built and read without re-encoding what need not change.
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Mapping, Sequence
 from typing import Any, cast
 
-from autobahn.twisted.resource import WebSocketResource
-from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
+from autobahn.twisted.websocket import WebSocketServerProtocol
 from autobahn.websocket.types import ConnectionRequest
 from prometheus_client import Counter
 from twisted.internet.abstract import FileDescriptor
 from twisted.internet.interfaces import (
-    IAddress,
     IConsumer,
     IDelayedCall,
     IPushProducer,
-    IReactorTime,
 )
 from twisted.logger import Logger
 from zope.interface import implementer
@@ -31,9 +29,8 @@ from kgw.api.invalidframes import InvalidFrames
 from kgw.api.ratelimit import IOPubRateLimiter
 from kgw.http.errors import errorBody
 from kgw.jupyter import CLIENT_CHANNELS
-from kgw.kernels.channels import ClientChannels
+from kgw.kernels.clientchannels import ClientChannels
 from kgw.kernels.kernel import Kernel
-from kgw.metrics import TO_CLIENT, TO_KERNEL, GatewayMetrics
 
 log = Logger()
 
@@ -76,6 +73,11 @@ class ChannelsProtocol(WebSocketServerProtocol):
     """
 
     kernel: Kernel
+    # Autobahn's options, set on each protocol from its factory's (read by sendMessage).
+    autoFragmentSize: int
+    logFrames: bool
+    logOctets: bool
+    maxMessagePayloadSize: int
     sessionId: str = ""
     handshakeStatus: int | None = None
     toClient: Mapping[str, Counter] = _UNCOUNTED
@@ -108,6 +110,46 @@ class ChannelsProtocol(WebSocketServerProtocol):
             pass  # a transport that had none, and says so
         consumer.registerProducer(self, True)
         super().connectionMade()
+
+    def sendMessage(
+        self,
+        payload: bytes,
+        isBinary: bool = False,
+        fragmentSize: int | None = None,
+        sync: bool = False,
+        doNotCompress: bool = False,
+    ) -> None:
+        """
+        Send one message as one frame. A plain one (uncompressed, unfragmented, within the
+        size limit, no frame logging) is framed here and written straight to the transport:
+        the same bytes as Autobahn's, without its per-message bookkeeping and debug
+        formatting, which cost about a tenth of the gateway's CPU relaying a flood of small
+        messages. Anything else goes through Autobahn.
+        """
+        size = len(payload)
+        if (
+            fragmentSize is not None
+            or sync
+            or self.state != self.STATE_OPEN
+            or self._perMessageCompress is not None
+            or self.autoFragmentSize
+            or self.logFrames
+            or self.logOctets
+            or self.trackedTimings
+            or 0 < self.maxMessagePayloadSize < size
+        ):
+            super().sendMessage(payload, isBinary, fragmentSize, sync, doNotCompress)
+            return
+        opcode = 0x82 if isBinary else 0x81
+        if size < 126:
+            head = bytes((opcode, size))
+        elif size < 0x10000:
+            head = struct.pack("!BBH", opcode, 126, size)
+        else:
+            head = struct.pack("!BBQ", opcode, 127, size)
+        transport = self.transport
+        assert transport is not None  # open, so connected
+        transport.write(head + payload)
 
     def onConnect(self, request: ConnectionRequest) -> str | None:
         if wire.V1_PROTOCOL in request.protocols:
@@ -337,97 +379,3 @@ class ChannelsProtocol(WebSocketServerProtocol):
             done = wasClean and not self.closedByMe and self.remoteCloseCode == CLOSE_NORMAL
             self.kernel.channels.detach(self, keep=not done)
         self.channels = None
-
-
-class ChannelsFactory(WebSocketServerFactory):
-    """
-    Builds L{ChannelsProtocol}s; one per gateway, configured once.
-
-    @param rateLimits: jupyter_server's iopub limits for each client: messages per second,
-        bytes per second (0: none) and the window they are measured over, in seconds.
-    @param metrics: where relayed messages are counted, by channel and direction.
-    @param backlogLimits: the most that may wait for each client that cannot keep up.
-
-    Autobahn's defaults suit a demo, not a gateway: no status page (it offers an open
-    redirect), origin checks done by the gateway's own edge (which takes the C{null} origin
-    as any other, so Autobahn must let it through), and a bound on message size.
-    """
-
-    protocol = ChannelsProtocol
-
-    def __init__(
-        self,
-        maxMessageSize: int,
-        rateLimits: tuple[float, float, float] = (0.0, 0.0, 3.0),
-        clock: IReactorTime | None = None,
-        metrics: GatewayMetrics | None = None,
-        backlogLimits: BacklogLimits | None = None,
-    ) -> None:
-        super().__init__()
-        self.rateLimits = rateLimits
-        self.backlogLimits = backlogLimits if backlogLimits is not None else BacklogLimits()
-        metrics = metrics if metrics is not None else GatewayMetrics()
-        # Bound once: relaying a message only looks its counter up and increments it.
-        self.toClient = metrics.relayCounters(TO_CLIENT)
-        self.toKernel = metrics.relayCounters(TO_KERNEL)
-        if clock is None:
-            from twisted.internet import reactor as clock
-        self.clock = clock
-        self.setProtocolOptions(
-            webStatus=False,
-            allowedOrigins=["*"],
-            allowNullOrigin=True,
-            maxMessagePayloadSize=maxMessageSize,
-            maxFramePayloadSize=maxMessageSize,
-            autoPingInterval=30,
-            autoPingTimeout=60,
-            openHandshakeTimeout=30,
-            # Send a close frame (1009 for an oversized message) rather than just dropping TCP.
-            failByDrop=False,
-        )
-
-    def forKernel(self, kernel: Kernel, sessionId: str) -> _KernelBound:
-        return _KernelBound(self, kernel, sessionId)
-
-
-class _KernelBound:
-    """What L{WebSocketResource} needs of a factory, building protocols bound to one kernel."""
-
-    def __init__(self, factory: ChannelsFactory, kernel: Kernel, sessionId: str) -> None:
-        self._factory = factory
-        self._kernel = kernel
-        self._sessionId = sessionId
-
-    built: ChannelsProtocol | None = None
-
-    def buildProtocol(self, addr: IAddress) -> ChannelsProtocol:
-        protocol = cast(ChannelsProtocol, self._factory.buildProtocol(addr))
-        self.built = protocol
-        protocol.kernel = self._kernel
-        protocol.sessionId = self._sessionId
-        protocol.toClient = self._factory.toClient
-        protocol.toKernel = self._factory.toKernel
-        protocol.backlog = Backlog(self._factory.backlogLimits)
-        limiter = IOPubRateLimiter(*self._factory.rateLimits)
-        if limiter.active:
-            protocol.limiter = limiter
-        return protocol
-
-
-class ChannelsResource(WebSocketResource):
-    """
-    Autobahn's resource for one kernel's channels, which takes the connection over and sets on
-    the request the status its handshake was answered with (101, or Autobahn's refusal), so
-    that the access log records the status actually sent.
-    """
-
-    def __init__(self, factory: _KernelBound) -> None:
-        super().__init__(factory)
-        self._bound = factory
-
-    def render(self, request: Any) -> Any:
-        result = super().render(request)
-        protocol = self._bound.built
-        if protocol is not None:
-            request.setResponseCode(protocol.handshakeStatus or SWITCHING_PROTOCOLS)
-        return result

@@ -3,15 +3,14 @@
 One L{KernelChannels} per kernel owns the iopub subscription, which lives as long as the kernel
 so that no client ever joins late and misses output, and fans each iopub message out to every
 attached client. Each attached client gets its own shell, control and stdin DEALER sockets, all
-with one identity, so the kernel's replies and input requests reach only the client that asked.
+with one identity, so the kernel's replies and input requests reach only the client that asked;
+each is opened when the client first uses its channel.
 Only the header of a message is parsed on the way through.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Sequence
-from functools import partial
 from typing import Any, Protocol
 
 import zmq
@@ -24,7 +23,9 @@ from twisted.logger import Logger
 
 from kgw.jupyter import CLIENT_CHANNELS
 from kgw.kernels.buffering import BufferLimits, SessionBuffer
-from kgw.kernels.sockets import MessageError, MessageSocket, Pacing, Signer, SocketOpener, address
+from kgw.kernels.clientchannels import Client, ClientChannels
+from kgw.kernels.signing import MessageError, Signer
+from kgw.kernels.sockets import MessageSocket, Pacing, SocketOpener, address
 
 # The most iopub messages ZeroMQ queues in the gateway for it to read. A kernel that outruns
 # the gateway then fills its own queue (its high-water mark, 1000 messages), where the excess
@@ -32,16 +33,6 @@ from kgw.kernels.sockets import MessageError, MessageSocket, Pacing, Signer, Soc
 IOPUB_RECEIVE_LIMIT = 64
 
 log = Logger()
-
-
-class Client(Protocol):
-    """What a kernel's channels deliver messages to (a websocket, in practice)."""
-
-    def relay(self, channel: str, header: dict[str, Any], parts: Sequence[bytes]) -> None:
-        """Deliver one message from the kernel."""
-
-    def kernelGone(self, code: int, reason: str) -> None:
-        """The kernel is shutting down or dead: close with websocket C{code} and C{reason}."""
 
 
 class Listener(Protocol):
@@ -313,7 +304,7 @@ class KernelChannels:
             channels.close()
             return
         while len(self.buffers) >= self.bufferLimits.maxSessions:
-            # Each buffered session holds three sockets: the oldest goes first.
+            # Each buffered session holds up to three sockets: the oldest goes first.
             oldest = next(iter(self.buffers))
             log.info("Dropped the buffer of disconnected session {sessionId}", sessionId=oldest)
             self._discard(self.buffers.pop(oldest))
@@ -360,58 +351,3 @@ class KernelChannels:
 
     def clientReceived(self, channel: str, header: dict[str, Any], parts: Sequence[bytes]) -> None:
         self._onMessage(channel, header, parts)
-
-
-class ClientChannels:
-    """One client's shell, control and stdin sockets to a kernel, sharing one identity."""
-
-    def __init__(self, kernel: KernelChannels, client: Client) -> None:
-        self._kernel = kernel
-        self.client = client
-        self.sessionId = ""
-        identity = os.urandom(16).hex().encode("ascii")
-        self._sockets = {
-            channel: kernel.openSocket(
-                zmq.DEALER,
-                channel,
-                partial(self._received, channel),
-                identity,
-                immediate=True,
-            )
-            for channel in CLIENT_CHANNELS
-        }
-
-    def send(self, channel: str, parts: Sequence[bytes]) -> None:
-        """Sign C{parts} and send them to the kernel on C{channel} (shell, control or stdin)."""
-        self._sockets[channel].sendMessage(self._kernel.signer.frames(parts))
-
-    def hold(self) -> None:
-        for socket in self._sockets.values():
-            socket.hold()
-
-    def release(self) -> None:
-        for socket in self._sockets.values():
-            socket.release()
-
-    def follow(self, info: dict[str, Any]) -> None:
-        """Reconnect this client's sockets to the kernel at C{info}."""
-        for channel, socket in self._sockets.items():
-            socket.moveTo(address(info, channel))
-
-    def _received(self, channel: str, frames: list[bytes]) -> None:
-        try:
-            header, parts = self._kernel.signer.unwrap(frames)
-        except MessageError as e:
-            log.warn(
-                "Dropped a {channel} message from the kernel: {error}",
-                channel=channel,
-                error=e,
-            )
-            return
-        self._kernel.clientReceived(channel, header, parts)
-        self.client.relay(channel, header, parts)
-
-    def close(self) -> None:
-        for socket in self._sockets.values():
-            socket.shutdown()
-        self._sockets.clear()

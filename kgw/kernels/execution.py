@@ -16,7 +16,8 @@ from twisted.internet.defer import Deferred, fail
 from twisted.internet.error import ConnectionDone
 
 from kgw.kernels.channels import KernelChannels
-from kgw.kernels.sockets import MessageError, address
+from kgw.kernels.signing import MessageError
+from kgw.kernels.sockets import address
 
 Output = Callable[[str, dict[str, Any]], None]
 

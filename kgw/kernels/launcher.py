@@ -93,6 +93,20 @@ class Launcher:
             del self.launching[kernel.id]
         return kernel
 
+    async def launched(self, name: str, env: dict[str, str]) -> Kernel:
+        """
+        A kernel whose process is launched, to hand out before it answers: its clients'
+        messages are held (until L{Kernel.release}) and it is marked C{starting}.
+        """
+        kernel = await self.spawn(name, env)
+        del self.launching[kernel.id]
+        if self.stopping:
+            await self.abandon(kernel)
+            raise KernelStartFailed("The gateway is shutting down")
+        kernel.hold()
+        kernel.busyWith = "starting"
+        return kernel
+
     async def spawn(self, name: str, env: dict[str, str]) -> Kernel:
         """
         Launch a kernel's process and open its channels, without waiting for it to answer. The

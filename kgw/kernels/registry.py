@@ -32,7 +32,6 @@ from twisted.python.failure import Failure
 from kgw.errors import (
     GatewayError,
     KernelLimitReached,
-    KernelStartFailed,
     NoSuchKernel,
     NoSuchKernelSpec,
     ProvisionerNotInstalled,
@@ -368,13 +367,7 @@ class KernelRegistry(Service):
             kernel = await launcher.create(name, env, seed)
             self._register(kernel)
             return kernel
-        kernel = await launcher.spawn(name, env)
-        del launcher.launching[kernel.id]
-        if launcher.stopping:
-            await launcher.abandon(kernel)
-            raise KernelStartFailed("The gateway is shutting down")
-        kernel.hold()
-        kernel.busyWith = "starting"
+        kernel = await launcher.launched(name, env)
         self._register(kernel)
         settling = kernel.lifecycle.run(lambda: ensureDeferred(self._settleRegistered(kernel)))
         settling.addErrback(

@@ -1,4 +1,4 @@
-"""ZeroMQ plumbing for Jupyter messages: signing, and txZMQ sockets that keep frames whole.
+"""ZeroMQ plumbing for Jupyter messages: txZMQ sockets that keep frames whole.
 
 Messages travel as "parts": the ZeroMQ frames after the signature, C{[header, parent_header,
 metadata, content, *buffers]}, as bytes.
@@ -6,78 +6,18 @@ metadata, content, *buffers]}, as bytes.
 
 from __future__ import annotations
 
-import hmac
-import json
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import zmq
-from jupyter_client.session import Session
 from twisted.internet.base import DelayedCall
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from txzmq import ZmqConnection, ZmqEndpoint, ZmqEndpointType, ZmqFactory
 
-DELIMITER = b"<IDS|MSG>"
-
 log = Logger()
-
-
-class MessageError(ValueError):
-    """A ZeroMQ message that is not a correctly signed Jupyter message."""
-
-
-class Signer:
-    """Signs and checks messages with a kernel's key, as L{Session} defines the signature."""
-
-    def __init__(self, session: Session) -> None:
-        self._session = session
-
-    def sign(self, parts: Sequence[bytes]) -> bytes:
-        auth = self._session.auth
-        if auth is None:
-            return b""
-        h = auth.copy()
-        for part in parts[:4]:
-            h.update(part)
-        return h.hexdigest().encode("ascii")
-
-    def frames(self, parts: Sequence[bytes]) -> list[bytes]:
-        """The ZeroMQ frames that carry C{parts} to a kernel."""
-        return [DELIMITER, self.sign(parts), *parts]
-
-    def unwrap(self, frames: list[bytes]) -> tuple[dict[str, Any], list[bytes]]:
-        """
-        Check a message from the kernel and return its parsed header and its parts.
-
-        @raise MessageError: if the delimiter is missing, the signature is wrong or the header
-            is not a JSON object.
-        """
-        try:
-            start = frames.index(DELIMITER)
-        except ValueError:
-            raise MessageError("no delimiter") from None
-        signature = frames[start + 1] if len(frames) > start + 1 else b""
-        parts = frames[start + 2 :]
-        if len(parts) < 4:
-            raise MessageError(f"{len(parts)} parts, expected at least 4")
-        if self._session.auth is not None and not hmac.compare_digest(signature, self.sign(parts)):
-            raise MessageError("invalid signature")
-        try:
-            header = json.loads(parts[0])
-        except ValueError:
-            raise MessageError("header is not JSON") from None
-        if not isinstance(header, dict):
-            raise MessageError("header is not an object")
-        return header, parts
-
-    def message(self, msgType: str, content: dict[str, Any]) -> tuple[dict[str, Any], list[bytes]]:
-        """A new message from the gateway itself, as a parsed header and parts."""
-        msg = self._session.msg(msgType, content=content)
-        parts = self._session.serialize(msg)[2:]
-        return json.loads(parts[0]), parts
 
 
 @dataclass(frozen=True)
@@ -109,8 +49,10 @@ class JupyterSocket(ZmqConnection):
     A txZMQ connection that passes whole multipart messages to a callback, unframed.
 
     Messages given to L{sendMessage} wait, in order, while the socket is L{held} (its kernel is
-    restarting and its iopub is not subscribed yet) or has no peer (txZMQ's C{send} raises
-    C{EAGAIN} rather than queueing), and go as soon as they can.
+    restarting and its iopub is not subscribed yet), has no peer (txZMQ's C{send} raises
+    C{EAGAIN} rather than queueing) or waits for another socket to have one (L{after}), and
+    go as soon as they can: tried again after 1 ms, then at growing intervals up to
+    C{retryInterval}, so that the first message of a socket just opened is not held up.
 
     @param immediate: queue nothing inside ZeroMQ for a peer that is not connected (a dead
         kernel), so that such messages wait here, where holding applies to them.
@@ -120,6 +62,7 @@ class JupyterSocket(ZmqConnection):
         limit). txZMQ sets none: a kernel faster than the gateway would fill its memory.
     """
 
+    firstRetry = 0.001
     retryInterval = 0.02
     maxBacklog = 10_000
     # Set by txZMQ, which does not annotate them.
@@ -145,7 +88,10 @@ class JupyterSocket(ZmqConnection):
         self.held = False
         self._backlog: deque[list[bytes]] = deque()
         self._retry: IDelayedCall | None = None
+        self._retryDelay = self.firstRetry
+        self._after: MessageSocket | None = None
         self._pacing = pacing
+        self._receiveLimit = receiveLimit
         self.paced = False
         self._streak = 0
         self._lastArrival = -1.0
@@ -200,8 +146,12 @@ class JupyterSocket(ZmqConnection):
                     break
         if pacing is None or self.factory is None:
             return
-        if taken >= pacing.most:
-            # ZeroMQ signals new messages, not waiting ones: the rest must be asked for.
+        if taken >= pacing.most or 0 < self._receiveLimit <= 2 * received:
+            # ZeroMQ signals new messages, not waiting ones: the rest must be asked for. A read
+            # that took half a full queue or more (ZeroMQ refills the queue once half of it is
+            # read) comes back on the next turn, not after a paced pause: a pause per queue
+            # would cap the relay at a queue per interval (64 messages every 4 ms), below the
+            # rate of a kernel that publishes without pause, whose own queue then overflows.
             self.factory.reactor.removeReader(self)
             self._resume = self.clock.callLater(0, self._resumeReading)
             return
@@ -230,6 +180,24 @@ class JupyterSocket(ZmqConnection):
         self._backlog.append(frames)
         self._flush()
 
+    def after(self, other: MessageSocket) -> None:
+        """
+        Send nothing until C{other}, a socket made with C{immediate}, is connected to its peer
+        (or closed).
+        """
+        self._after = other
+
+    def connected(self) -> bool:
+        """Whether this socket, made with C{immediate}, has a peer connected to write to."""
+        if self.socket is None:
+            return False
+        ready = bool(self.socket.get(zmq.EVENTS) & zmq.POLLOUT)
+        # Reading ZeroMQ's events can take the signal of a message waiting to be read: read
+        # soon, as txZMQ does after a send.
+        if self.read_scheduled is None:
+            self.read_scheduled = cast(DelayedCall, self.clock.callLater(0, self.doRead))
+        return ready
+
     def hold(self) -> None:
         """Keep messages back until L{release}."""
         self.held = True
@@ -240,6 +208,10 @@ class JupyterSocket(ZmqConnection):
         self._flush()
 
     def _trySend(self, frames: list[bytes]) -> bool:
+        if self._after is not None:
+            if not self._after.connected():
+                return False
+            self._after = None
         try:
             self.send(frames)
         except zmq.ZMQError as e:
@@ -257,7 +229,10 @@ class JupyterSocket(ZmqConnection):
         while self._backlog and self._trySend(self._backlog[0]):
             self._backlog.popleft()
         if self._backlog:
-            self._retry = self.clock.callLater(self.retryInterval, self._flush)
+            self._retry = self.clock.callLater(self._retryDelay, self._flush)
+            self._retryDelay = min(self._retryDelay * 2, self.retryInterval)
+        else:
+            self._retryDelay = self.firstRetry
 
     def moveTo(self, address: str) -> None:
         """
@@ -302,6 +277,12 @@ class MessageSocket(Protocol):
 
     def moveTo(self, address: str) -> None:
         """Connect to C{address} in place of the current peer."""
+
+    def after(self, other: MessageSocket) -> None:
+        """Send nothing until C{other} is connected to its peer."""
+
+    def connected(self) -> bool:
+        """Whether a peer is connected to write to (made with C{immediate}; not once closed)."""
 
     def shutdown(self) -> None:
         """Close the socket; closing again does nothing."""

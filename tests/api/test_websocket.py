@@ -15,8 +15,9 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from kgw.api import wire
 from kgw.api.backlog import BacklogLimits
-from kgw.api.websocket import SEND_LIMIT, ChannelsFactory, ChannelsProtocol
-from kgw.kernels.sockets import Signer
+from kgw.api.factory import ChannelsFactory
+from kgw.api.websocket import SEND_LIMIT, ChannelsProtocol
+from kgw.kernels.signing import Signer
 
 # Valid JSON that no encoder would produce: spacing and key order show whether it was re-encoded.
 CONTENT = b'{ "b" : 2,   "a" : [1,2] }'

@@ -23,8 +23,8 @@ from twisted.web.static import Data
 from zope.interface import implementer
 
 from kgw.api.app import GatewayAPI
+from kgw.api.factory import ChannelsFactory
 from kgw.api.sessions import SessionRegistry
-from kgw.api.websocket import ChannelsFactory
 from kgw.config import Config
 from kgw.gateway import buildGateway, buildSite
 from kgw.http.access import AccessPolicy

@@ -17,9 +17,9 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from kgw.api.app import GatewayAPI
+from kgw.api.factory import ChannelsFactory
 from kgw.api.openapi import ROUTES
 from kgw.api.sessions import SessionRegistry
-from kgw.api.websocket import ChannelsFactory
 from kgw.gateway import buildSite
 from kgw.http.access import AccessPolicy
 from kgw.http.edge import Edge

@@ -11,7 +11,7 @@ from typing import Any
 
 from jupyter_client.session import Session
 
-from kgw.kernels.sockets import Pacing
+from kgw.kernels.sockets import MessageSocket, Pacing
 
 INFO: dict[str, Any] = {
     "transport": "tcp",
@@ -56,6 +56,7 @@ class FakeSocket:
         self._kept: list[list[bytes]] = []
         self.closed = False
         self.address = ""
+        self.waitsFor: MessageSocket | None = None
 
     def sendMessage(self, frames: list[bytes]) -> None:
         assert not self.closed, f"sent on a closed {self.channel} socket"
@@ -71,6 +72,13 @@ class FakeSocket:
 
     def moveTo(self, address: str) -> None:
         self.address = address
+
+    def after(self, other: MessageSocket) -> None:
+        # The fake kernel is always connected: nothing to wait for.
+        self.waitsFor = other
+
+    def connected(self) -> bool:
+        return not self.closed
 
     def shutdown(self) -> None:
         self.closed = True

@@ -150,9 +150,10 @@ class PerClientTests(ChannelsTestCase):
         self.channels.attach(a)
         self.channels.attach(b)
         request = self.send(a)
-        mine, theirs = self.socketsOf(a)["shell"], self.socketsOf(b)["shell"]
+        mine = self.socketsOf(a)["shell"]
         self.assertEqual([h["msg_id"] for h in mine.requests()], [request["msg_id"]])
-        self.assertEqual(theirs.sent, [])
+        # b has sent nothing: it has no socket to the kernel at all.
+        self.assertEqual(self.socketsOf(b), {})
         mine.receive(self.kernel.message("execute_reply", {"status": "ok"}, request))
         self.assertEqual(a.received(), [("shell", "execute_reply")])
         self.assertEqual(b.messages, [])
@@ -164,6 +165,10 @@ class PerClientTests(ChannelsTestCase):
         a, b = RecordingClient(), RecordingClient()
         self.channels.attach(a)
         self.channels.attach(b)
+        for client in (a, b):
+            self.send(client)
+            _, parts = self.channels.signer.message("interrupt_request", {})
+            self.channels.clients[client].send("control", parts)
         socketsA, socketsB = self.socketsOf(a), self.socketsOf(b)
         self.assertEqual(sorted(socketsA), ["control", "shell", "stdin"])
         self.assertEqual(len({s.identity for s in socketsA.values()}), 1)
@@ -185,10 +190,10 @@ class HoldTests(ChannelsTestCase):
         kept back go to the kernel."""
         a = RecordingClient()
         self.channels.attach(a)
-        shell = self.socketsOf(a)["shell"]
         self.channels.hold()
         self.channels.hold()
         self.send(a)
+        shell = self.socketsOf(a)["shell"]
         self.channels.release()
         self.assertTrue(self.channels.held)
         self.assertEqual(shell.sent, [])
@@ -332,6 +337,7 @@ class BufferTests(ChannelsTestCase):
         """A session not claimed within the timeout loses its buffer and its sockets."""
         a = RecordingClient()
         self.channels.attach(a, "session-1")
+        self.send(a)
         sockets = self.socketsOf(a)
         self.channels.detach(a)
         self.publish()
@@ -342,6 +348,7 @@ class BufferTests(ChannelsTestCase):
         b = RecordingClient()
         self.channels.attach(b, "session-1")
         self.assertEqual(b.messages, [])
+        self.send(b)
         self.assertIsNot(self.socketsOf(b)["shell"], sockets["shell"])
 
     def test_doneClientNotBuffered(self) -> None:

@@ -13,7 +13,8 @@ from kgw.bridge import fromCoroutine
 from kgw.errors import InvalidRequest
 from kgw.jupyter import isoformat
 from kgw.kernels.environment import kernelEnvironment
-from kgw.kernels.sockets import DELIMITER, MessageError, Signer, address
+from kgw.kernels.signing import DELIMITER, MessageError, Signer
+from kgw.kernels.sockets import address
 
 
 class EnvironmentTests(SynchronousTestCase):

@@ -82,7 +82,7 @@ class StateDirectory:
         os.makedirs(self.path, mode=0o700, exist_ok=True)
 
     # One gateway at a time: its kernels are adopted when it starts, never by a sweep.
-    sweepInterval = None
+    sweepInterval: float | None = None
 
     def owns(self, kernelId: str) -> bool:
         return False

@@ -174,7 +174,7 @@ class EtcdStore:
         self._leaseLock = DeferredLock()
         self._lost: Callable[[str], None] = lambda kernelId: None
         #: How often kernels whose owner's lease expired are looked for, and adopted.
-        self.sweepInterval = sweepInterval
+        self.sweepInterval: float | None = sweepInterval
 
     def _key(self, kind: str, kernelId: str = "") -> str:
         return f"{self.prefix}/{kind}/{kernelId}"

@@ -10,7 +10,8 @@ from twisted.trial.unittest import TestCase
 
 from kgw.errors import StoreUnavailable
 from kgw.kernels.store.directory import KernelRecord
-from kgw.kernels.store.etcd import EtcdStore, parseStoreURL
+from kgw.kernels.store.etcd import EtcdStore
+from kgw.kernels.store.etcdwire import parseStoreURL
 from tests.scaleout.support import Etcd
 
 KERNEL = "4f0c9a52-5f0e-4e7a-9d63-1a2b3c4d5e6f"

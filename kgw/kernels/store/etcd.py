@@ -12,29 +12,22 @@ Under a prefix (C{/kgw} unless the store's URL names another):
     paused, cut off), etcd deletes its owner keys and another gateway may claim its kernels.
 
 The lease is granted at start and renewed on the gateway's clock, every third of its TTL. The
-HTTP client is Twisted's own L{Agent} (a persistent connection pool): the JSON gateway needs
-nothing more, and kgw gains no dependency. Every key and value is base64 on the wire; int64
-fields (lease ids, revisions) are JSON strings.
+calls to etcd are those of L{kgw.kernels.store.etcdwire}.
 """
 
 from __future__ import annotations
 
-import base64
 import json
 from collections.abc import Callable
 from dataclasses import asdict
 from datetime import datetime, timezone
-from io import BytesIO
 from typing import Any
-from urllib.parse import urlsplit
 
 from twisted.internet.defer import Deferred, DeferredList, DeferredLock, ensureDeferred
 from twisted.internet.interfaces import IReactorTime
-from twisted.internet.task import Cooperator, LoopingCall
+from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web.client import Agent, FileBodyProducer, HTTPConnectionPool, readBody
-from twisted.web.http_headers import Headers
 
 from kgw.errors import StoreUnavailable
 from kgw.jupyter import isoformat
@@ -45,97 +38,9 @@ from kgw.kernels.store.directory import (
     checkRecord,
     kernelIdOf,
 )
+from kgw.kernels.store.etcdwire import EtcdClient, b64, parseStoreURL, rangeEnd, unb64
 
 log = Logger()
-
-
-def parseStoreURL(url: str) -> tuple[str, int, str]:
-    """
-    The host, port and key prefix of C{etcd://HOST:PORT[/prefix]} (prefix C{/kgw} by default).
-
-    @raise ValueError: saying what is wrong with C{url}.
-    """
-    parts = urlsplit(url)
-    if parts.scheme != "etcd":
-        raise ValueError(f"expected etcd://HOST:PORT[/prefix], got {url!r}")
-    try:
-        port = parts.port
-    except ValueError:
-        port = None
-    if not parts.hostname or port is None:
-        raise ValueError(f"expected etcd://HOST:PORT[/prefix] with a host and port, got {url!r}")
-    if parts.query or parts.fragment:
-        raise ValueError(f"no query or fragment expected in {url!r}")
-    prefix = parts.path.rstrip("/") or "/kgw"
-    return parts.hostname, port, prefix
-
-
-def _b64(data: str | bytes) -> str:
-    return base64.b64encode(data.encode() if isinstance(data, str) else data).decode("ascii")
-
-
-def _unb64(text: str) -> bytes:
-    return base64.b64decode(text)
-
-
-def _rangeEnd(prefix: str) -> str:
-    """The C{range_end} of every key starting with C{prefix} (its last byte plus one)."""
-    raw = prefix.encode()
-    return _b64(raw[:-1] + bytes([raw[-1] + 1]))
-
-
-class EtcdClient:
-    """Calls of etcd's v3 JSON gateway at C{host:port}, each bounded by C{timeout} seconds."""
-
-    def __init__(
-        self, reactor: Any, host: str, port: int, timeout: float = 5.0, pool: Any = None
-    ) -> None:
-        self.reactor = reactor
-        self.base = f"http://{host}:{port}"
-        self.timeout = timeout
-        self.pool = pool if pool is not None else HTTPConnectionPool(reactor, persistent=True)
-        self.agent = Agent(reactor, pool=self.pool)
-        # Bodies are written on this reactor, not on the global one.
-        self.cooperator = Cooperator(scheduler=lambda work: reactor.callLater(0, work))
-
-    async def call(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        """
-        POST C{body} to C{/v3/<path>} and the JSON answer.
-
-        @raise StoreUnavailable: etcd cannot be reached, does not answer in time, or refuses.
-        """
-        url = f"{self.base}/v3/{path}"
-        try:
-            request = self.agent.request(
-                b"POST",
-                url.encode(),
-                Headers({b"Content-Type": [b"application/json"]}),
-                FileBodyProducer(BytesIO(json.dumps(body).encode()), cooperator=self.cooperator),
-            )
-            request.addTimeout(self.timeout, self.reactor)
-            response = await request
-            content = await readBody(response).addTimeout(self.timeout, self.reactor)
-        except Exception as e:
-            raise StoreUnavailable(
-                f"The kernel store (etcd at {self.base}) cannot be reached: {e.__class__.__name__}"
-            ) from e
-        try:
-            answer = json.loads(content)
-        except ValueError:
-            answer = None
-        if response.code != 200 or not isinstance(answer, dict):
-            message = (
-                answer.get("message")
-                if isinstance(answer, dict)
-                else content[:200].decode(errors="replace")
-            )
-            raise StoreUnavailable(
-                f"The kernel store (etcd at {self.base}) answered {response.code}: {message}"
-            )
-        return answer
-
-    def close(self) -> Deferred[None]:
-        return self.pool.closeCachedConnections()
 
 
 class EtcdStore:
@@ -238,8 +143,8 @@ class EtcdStore:
         lease = str(answer["ID"])
         if self.address is not None:
             put = {
-                "key": _b64(self._key("gateways", self.gatewayId)),
-                "value": _b64(self.address),
+                "key": b64(self._key("gateways", self.gatewayId)),
+                "value": b64(self.address),
                 "lease": lease,
             }
             await self.client.call("kv/put", put)
@@ -275,7 +180,7 @@ class EtcdStore:
         values = asdict(record)
         values["owner"] = self.gatewayId
         values["lastActivity"] = isoformat(datetime.now(timezone.utc))
-        return _b64(json.dumps(values))
+        return b64(json.dumps(values))
 
     def _background(self, work: Any, doing: str, kernelId: str) -> None:
         d = ensureDeferred(work)
@@ -295,23 +200,23 @@ class EtcdStore:
 
     def write(self, record: KernelRecord) -> None:
         """Replace the record of a kernel (in the background; a failure is logged)."""
-        put = {"key": _b64(self._key("kernels", record.id)), "value": self._value(record)}
+        put = {"key": b64(self._key("kernels", record.id)), "value": self._value(record)}
         self._background(self.client.call("kv/put", put), "record", record.id)
 
     def remove(self, kernelId: str) -> None:
         """Forget a kernel: its record and, if this gateway's, its owner key (in the background)."""
         self.owned.discard(kernelId)
-        owner = _b64(self._key("owners", kernelId))
+        owner = b64(self._key("owners", kernelId))
         txn = {
             "compare": [
-                {"key": owner, "target": "VALUE", "result": "EQUAL", "value": _b64(self.gatewayId)}
+                {"key": owner, "target": "VALUE", "result": "EQUAL", "value": b64(self.gatewayId)}
             ],
             "success": [{"request_delete_range": {"key": owner}}],
         }
 
         async def both() -> None:
             await self.client.call("kv/txn", txn)
-            await self.client.call("kv/deleterange", {"key": _b64(self._key("kernels", kernelId))})
+            await self.client.call("kv/deleterange", {"key": b64(self._key("kernels", kernelId))})
 
         self._background(both(), "forget", kernelId)
 
@@ -322,7 +227,7 @@ class EtcdStore:
         @raise StoreUnavailable: if etcd cannot be reached, or this gateway holds no lease.
         """
         lease = await self.holdLease()
-        owner = _b64(self._key("owners", record.id))
+        owner = b64(self._key("owners", record.id))
         answer = await self.client.call(
             "kv/txn",
             {
@@ -333,13 +238,13 @@ class EtcdStore:
                     {
                         "request_put": {
                             "key": owner,
-                            "value": _b64(self.gatewayId),
+                            "value": b64(self.gatewayId),
                             "lease": lease,
                         }
                     },
                     {
                         "request_put": {
-                            "key": _b64(self._key("kernels", record.id)),
+                            "key": b64(self._key("kernels", record.id)),
                             "value": self._value(record),
                         }
                     },
@@ -358,7 +263,7 @@ class EtcdStore:
         @raise StoreUnavailable: if etcd cannot be reached or this gateway holds no lease.
         """
         lease = await self.holdLease()
-        owner = _b64(self._key("owners", kernelId))
+        owner = b64(self._key("owners", kernelId))
         answer = await self.client.call(
             "kv/txn",
             {
@@ -369,7 +274,7 @@ class EtcdStore:
                     {
                         "request_put": {
                             "key": owner,
-                            "value": _b64(self.gatewayId),
+                            "value": b64(self.gatewayId),
                             "lease": lease,
                         }
                     }
@@ -381,7 +286,7 @@ class EtcdStore:
             self.owned.add(kernelId)
             return True
         current = _ownerIn(answer)
-        if current is None or _unb64(current.get("value", "")) != self.gatewayId.encode():
+        if current is None or unb64(current.get("value", "")) != self.gatewayId.encode():
             return False
         if current.get("lease") != lease:
             # This gateway's, under the lease of an earlier run of it (restarted after a crash):
@@ -401,7 +306,7 @@ class EtcdStore:
                         {
                             "request_put": {
                                 "key": owner,
-                                "value": _b64(self.gatewayId),
+                                "value": b64(self.gatewayId),
                                 "lease": lease,
                             }
                         }
@@ -417,10 +322,10 @@ class EtcdStore:
         """Every key under C{<prefix>/<kind>/}: its last part (a kernel id) and its value."""
         prefix = self._key(kind)
         answer = await self.client.call(
-            "kv/range", {"key": _b64(prefix), "range_end": _rangeEnd(prefix)}
+            "kv/range", {"key": b64(prefix), "range_end": rangeEnd(prefix)}
         )
         return [
-            (_unb64(kv["key"]).decode(errors="replace")[len(prefix) :], _unb64(kv.get("value", "")))
+            (unb64(kv["key"]).decode(errors="replace")[len(prefix) :], unb64(kv.get("value", "")))
             for kv in answer.get("kvs", [])
         ]
 
@@ -455,9 +360,9 @@ class EtcdStore:
         return found, invalid
 
     async def _value1(self, key: str) -> str | None:
-        answer = await self.client.call("kv/range", {"key": _b64(key)})
+        answer = await self.client.call("kv/range", {"key": b64(key)})
         for kv in answer.get("kvs", []):
-            return _unb64(kv.get("value", "")).decode(errors="replace")
+            return unb64(kv.get("value", "")).decode(errors="replace")
         return None
 
     async def peerOf(self, kernelId: str) -> tuple[str, str] | None:

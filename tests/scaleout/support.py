@@ -170,13 +170,29 @@ class Etcd:
 class HAProxy:
     """An HAProxy of its own, round robin over the given gateways, on a free loopback port."""
 
-    def __init__(self, test: TestCase, backends: list[int]) -> None:
+    def __init__(self, test: TestCase, backends: list[int], shipped: str | None = None) -> None:
         self.test = test
         self.port = freePort()
         self.backends = backends
         self.process: Program | None = None
+        self.shipped = None if shipped is None else self.onTestPorts(shipped)
+
+    def onTestPorts(self, text: str) -> str:
+        """A configuration file (etc/haproxy/haproxy.cfg) bound and pointed at this test's ports."""
+        lines = []
+        servers = iter(self.backends)
+        for line in text.splitlines():
+            words = line.split()
+            if words[:1] == ["bind"]:
+                line = f"    bind 127.0.0.1:{self.port}"
+            elif words[:1] == ["server"]:
+                line = f"    server {words[1]} 127.0.0.1:{next(servers)}"
+            lines.append(line)
+        return "\n".join(lines) + "\n"
 
     def configuration(self) -> str:
+        if self.shipped is not None:
+            return self.shipped
         servers = "".join(
             f"    server kgw{n} 127.0.0.1:{port} check inter 500ms fall 2 rise 1\n"
             for n, port in enumerate(self.backends)

@@ -19,7 +19,9 @@ from kgw.errors import Forbidden, InvalidRequest
 from kgw.http.errors import handleFailure, writeError
 from kgw.http.files import fileUnder, serveFile
 from kgw.http.forward import Forwarder, spliceTo, wasForwarded
+from kgw.kernels.cluster import clusterModels, peerOf
 from kgw.kernels.registry import KernelRegistry
+from kgw.kernels.specs import specModel
 
 JSON = b"application/json"
 
@@ -156,12 +158,12 @@ class GatewayAPI:
 
     @app.route("/api/kernelspecs/<kernel_name>", methods=["GET"], strict_slashes=False)
     def kernelspec(self, request: IRequest, kernel_name: str) -> bytes:
-        spec, resourceDir = self.kernels.specModel(kernel_name)
+        spec, resourceDir = specModel(self.kernels.specs, kernel_name)
         return respond(request, self._specModel(kernel_name, spec, resourceDir))
 
     @app.route("/kernelspecs/<kernel_name>/<path:resource>", methods=["GET"])
     def kernelspecResource(self, request: IRequest, kernel_name: str, resource: str) -> bytes:
-        _, resourceDir = self.kernels.specModel(kernel_name)
+        _, resourceDir = specModel(self.kernels.specs, kernel_name)
         return serveFile(request, fileUnder(resourceDir, resource))
 
     # Kernels
@@ -171,7 +173,7 @@ class GatewayAPI:
         if not self.listKernels:
             raise Forbidden("Listing kernels is disabled (list_kernels is False)")
         # With a shared kernel store, every gateway's kernels: one view of the cluster.
-        return respond(request, await self.kernels.clusterModels())
+        return respond(request, await clusterModels(self.kernels.store, self.kernels.kernels()))
 
     @app.route("/api/kernels", methods=["POST"], strict_slashes=False)
     async def startKernel(self, request: IRequest) -> bytes:
@@ -192,7 +194,7 @@ class GatewayAPI:
         """
         if self.forwarder is None or kernelId in self.kernels or wasForwarded(request):
             return None
-        peer = await self.kernels.peerOf(kernelId)
+        peer = await peerOf(self.kernels.store, kernelId)
         if peer is None:
             return None
         owner, address = peer
@@ -235,7 +237,7 @@ class GatewayAPI:
     async def channelsRoute(self, request: IRequest, kernel_id: str) -> Any:
         if self.forwarder is not None and kernel_id not in self.kernels:
             if not wasForwarded(request):
-                peer = await self.kernels.peerOf(kernel_id)
+                peer = await peerOf(self.kernels.store, kernel_id)
                 if peer is not None:
                     owner, address = peer
                     return await spliceTo(self.forwarder.reactor, address, owner)

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Coroutine
+from functools import partial
 from typing import Any
 
 from jupyter_client.kernelspec import NATIVE_KERNEL_NAME, KernelSpecManager
-from jupyter_client.kernelspec import NoSuchKernel as _NoSuchSpec
 from jupyter_core.paths import jupyter_runtime_dir
 from twisted.application.service import Service
 from twisted.internet.defer import (
@@ -33,20 +33,19 @@ from kgw.errors import (
     GatewayError,
     KernelLimitReached,
     NoSuchKernel,
-    NoSuchKernelSpec,
-    ProvisionerNotInstalled,
-    StoreUnavailable,
 )
 from kgw.kernels.adoption import adoptRecorded
+from kgw.kernels.cluster import fence
 from kgw.kernels.culling import Culler
 from kgw.kernels.inflight import InFlight, uncancellable, whenDone
 from kgw.kernels.kernel import Kernel
 from kgw.kernels.launcher import Launcher, ProcessFactory
 from kgw.kernels.policy import KernelPolicy
 from kgw.kernels.process import KernelProcess
-from kgw.kernels.provisioners import checkSpecs, missingProvisioner, useThreadedLaunches
+from kgw.kernels.provisioners import checkSpecs, useThreadedLaunches
 from kgw.kernels.restarter import Restarter
 from kgw.kernels.seed import Seed
+from kgw.kernels.specs import specModel
 from kgw.kernels.store import KernelStore, answer
 from kgw.kernels.warmpool import WarmPool, environmentCode
 from kgw.metrics import GatewayMetrics
@@ -138,7 +137,7 @@ class KernelRegistry(Service):
         if self.policy.prespawnCount:
             self._prespawning = self._prespawn(self.policy.prespawnCount)
         if self.store is not None:
-            self.store.start(self.release)
+            self.store.start(partial(fence, self._kernels, self._released, self.restarter))
             self._adopting = self._adopt()
             if self.store.sweepInterval:
                 # Kernels whose gateway is gone (its lease expired) are adopted here too.
@@ -221,60 +220,12 @@ class KernelRegistry(Service):
     def kernels(self) -> list[Kernel]:
         return list(self._kernels.values())
 
-    async def clusterModels(self) -> list[dict[str, Any]]:
-        """
-        The REST models of this gateway's kernels and, with a kernel store shared by several
-        gateways, of every other kernel recorded there. If the store cannot be reached, this
-        gateway's alone (logged).
-        """
-        local = [kernel.model() for kernel in self._kernels.values()]
-        if self.store is None:
-            return local
-        try:
-            recorded = await answer(self.store.kernelModels())
-        except StoreUnavailable as e:
-            log.warn("Listing this gateway's kernels only: {error}", error=e)
-            return local
-        known = {model["id"] for model in local}
-        return local + [model for model in recorded if model["id"] not in known]
-
-    async def peerOf(self, kernelId: str) -> tuple[str, str] | None:
-        """
-        The id and address of another live gateway that owns kernel C{kernelId}, with a kernel
-        store shared by several; else (or if the store cannot be reached) C{None}.
-        """
-        if self.store is None or kernelId in self._kernels:
-            return None
-        try:
-            return await answer(self.store.peerOf(kernelId))
-        except StoreUnavailable as e:
-            log.warn("No owner found for kernel {kernelId}: {error}", kernelId=kernelId, error=e)
-            return None
-
     def get(self, kernelId: str) -> Kernel:
         """@raise NoSuchKernel: if no kernel has this id."""
         try:
             return self._kernels[kernelId]
         except KeyError:
             raise NoSuchKernel(kernelId) from None
-
-    def specModel(self, name: str) -> tuple[dict[str, Any], str]:
-        """
-        A kernelspec's JSON and its resource directory.
-
-        @raise NoSuchKernelSpec: if there is no kernelspec of this name.
-        """
-        try:
-            spec = self.specs.get_kernel_spec(name)
-        except (_NoSuchSpec, KeyError, ValueError):
-            provisioner = missingProvisioner(self.specs, name)
-            if provisioner is not None:
-                raise ProvisionerNotInstalled(name, provisioner) from None
-            raise NoSuchKernelSpec(name) from None
-        return spec.to_dict(), spec.resource_dir
-
-    def specNames(self) -> list[str]:
-        return sorted(self.specs.find_kernel_specs())
 
     # Lifecycle
 
@@ -294,16 +245,14 @@ class KernelRegistry(Service):
         """
         policy = self.policy
         name = policy.forceKernelName or name or self.defaultKernelName
-        spec, _ = self.specModel(name)
+        spec, _ = specModel(self.specs, name)
         if policy.maxKernels and len(self._kernels) + self._starting >= policy.maxKernels:
             raise KernelLimitReached(
                 f"A max kernels limit of {policy.maxKernels} has been set; "
                 "no more kernels may start"
             )
         environment = self._environment(env)
-        seed = self.seed
-        if seed is not None and not seed.appliesTo(name, spec.get("language")):
-            seed = None
+        seed = self._seedFor(name, spec.get("language"))
         self._starting += 1
         began = self.clock.seconds()
 
@@ -322,16 +271,15 @@ class KernelRegistry(Service):
             start = ensureDeferred(self._start(name, environment, seed))
         return uncancellable(self._inFlight.track(start.addBoth(started)))
 
-    def _seedFor(self, name: str) -> Seed | None:
+    def _seedFor(self, name: str, language: str | None) -> Seed | None:
+        """The seed notebook, if it applies to kernels of this kernelspec and language."""
         seed = self.seed
-        if seed is None:
-            return None
-        spec, _ = self.specModel(name)
-        return seed if seed.appliesTo(name, spec.get("language")) else None
+        return seed if seed is not None and seed.appliesTo(name, language) else None
 
     def _createWarm(self, name: str) -> Coroutine[Any, Any, Kernel]:
         """A kernel for the warm pool: started as for a request without C{env}, and seeded."""
-        return self.launcher.create(name, self._environment(None), self._seedFor(name))
+        seed = self._seedFor(name, specModel(self.specs, name)[0].get("language"))
+        return self.launcher.create(name, self._environment(None), seed)
 
     async def _handOut(
         self, kernel: Kernel, applyEnv: bool, environment: dict[str, str], seed: Seed | None
@@ -408,21 +356,6 @@ class KernelRegistry(Service):
         self.launcher.writeRecord(kernel)
         self.restarter.watch(kernel)
         log.info("Kernel {kernelId} started", kernelId=kernel.id)
-
-    def release(self, kernelId: str) -> None:
-        """
-        Stop serving a kernel another gateway took over (fencing): its clients are closed with
-        1012, so that they reconnect through the balancer, and its process is left alone.
-        """
-        kernel = self._kernels.pop(kernelId, None)
-        if kernel is None:
-            return
-        self.restarter.unwatch(kernel)
-        if kernel.channels is not None:
-            kernel.channels.close(1012, "kernel taken over by another gateway")
-        # Kept, never collected: jupyter_client's manager deletes the connection file then.
-        self._released[kernelId] = kernel
-        log.warn("Kernel {kernelId} is now served by another gateway", kernelId=kernelId)
 
     def interrupt(self, kernelId: str) -> Deferred[None]:
         """

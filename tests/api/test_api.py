@@ -14,6 +14,7 @@ from twisted.web.http_headers import Headers
 from kgw.api.app import GatewayAPI
 from kgw.api.openapi import ROUTES, buildOpenAPI
 from kgw.http.edge import METRICS_ROUTE
+from kgw.kernels.specs import specModel
 from tests.fakes import LOGO, FakeProcess, makeAPI
 
 TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
@@ -169,7 +170,7 @@ class KernelspecResourceTests(APITestCase):
 
     def test_absolutePathRefused(self) -> None:
         """An absolute path as the resource gets a 404 JSON error."""
-        outside = os.path.join(self.kernels.specModel("other")[1], "kernel.json")
+        outside = os.path.join(specModel(self.kernels.specs, "other")[1], "kernel.json")
         answer = self.call("GET", "/kernelspecs/fake/" + outside.replace("/", "%2F"))
         self.assertJSONError(answer, 404)
 
@@ -178,7 +179,7 @@ class KernelspecResourceTests(APITestCase):
         secret = os.path.abspath(self.mktemp())
         with open(secret, "w") as f:
             f.write("secret")
-        os.symlink(secret, os.path.join(self.kernels.specModel("fake")[1], "leak.txt"))
+        os.symlink(secret, os.path.join(specModel(self.kernels.specs, "fake")[1], "leak.txt"))
         self.assertJSONError(self.call("GET", "/kernelspecs/fake/leak.txt"), 404)
 
 

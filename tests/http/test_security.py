@@ -23,6 +23,7 @@ from kgw.api.sessions import SessionRegistry
 from kgw.gateway import buildSite
 from kgw.http.access import AccessPolicy
 from kgw.http.edge import Edge
+from kgw.kernels.specs import specModel
 from tests.api.test_api import NOTEBOOK, UPGRADE, APITestCase
 from tests.fakes import makeAPI, makeRegistry
 
@@ -132,7 +133,7 @@ class TraversalTests(SynchronousTestCase):
         self.kernels = makeRegistry(self)
         api = GatewayAPI(self.kernels, SessionRegistry(self.kernels), ChannelsFactory(1024))
         self.edge = Edge(api.app.resource())
-        kernelsDir = os.path.dirname(self.kernels.specModel("fake")[1])
+        kernelsDir = os.path.dirname(specModel(self.kernels.specs, "fake")[1])
         self.secret = os.path.join(os.path.dirname(kernelsDir), "secret.txt")
         with open(self.secret, "w") as f:
             f.write("TOPSECRET")

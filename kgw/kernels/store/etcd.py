@@ -35,10 +35,18 @@ from kgw.kernels.store.directory import (
     InvalidRecord,
     KernelRecord,
     RecordError,
-    checkRecord,
     kernelIdOf,
 )
-from kgw.kernels.store.etcdwire import EtcdClient, b64, parseStoreURL, rangeEnd, unb64
+from kgw.kernels.store.etcdwire import (
+    EtcdClient,
+    b64,
+    modelOf,
+    ownerIn,
+    parseEtcdRecord,
+    parseStoreURL,
+    rangeEnd,
+    unb64,
+)
 
 log = Logger()
 
@@ -285,7 +293,7 @@ class EtcdStore:
         if answer.get("succeeded"):
             self.owned.add(kernelId)
             return True
-        current = _ownerIn(answer)
+        current = ownerIn(answer)
         if current is None or unb64(current.get("value", "")) != self.gatewayId.encode():
             return False
         if current.get("lease") != lease:
@@ -385,49 +393,6 @@ class EtcdStore:
         The REST model of every kernel recorded, whichever gateway owns it (the cluster view):
         what the record tells; the state a kernel's owner alone knows is C{unknown} here.
         """
-        models = []
         now = isoformat(datetime.now(timezone.utc))
-        for kernelId, value in await self._range("kernels"):
-            try:
-                values = json.loads(value)
-            except ValueError:
-                continue
-            if not isinstance(values, dict) or not isinstance(values.get("name"), str):
-                continue
-            if values.get("handedOut") is not True:
-                continue  # starting, or warm in a pool: nobody's kernel yet
-            models.append(
-                {
-                    "id": kernelId,
-                    "name": values["name"],
-                    "last_activity": values.get("lastActivity") or now,
-                    "execution_state": "unknown",
-                    "connections": 0,
-                }
-            )
-        return models
-
-
-def _ownerIn(answer: dict[str, Any]) -> dict[str, Any] | None:
-    """The owner key read by a transaction's C{request_range}: value, lease, revisions."""
-    for response in answer.get("responses", []):
-        for kv in response.get("response_range", {}).get("kvs", []):
-            return kv
-    return None
-
-
-def parseEtcdRecord(kernelId: str, value: bytes) -> KernelRecord:
-    """
-    The record of kernel C{kernelId} held by C{value}, checked field by field.
-
-    @raise RecordError: naming the first problem found.
-    """
-    if kernelIdOf(f"{kernelId}.json") is None:
-        raise RecordError("the key does not end with a kernel id")
-    try:
-        values = json.loads(value)
-    except ValueError as e:
-        raise RecordError(f"not JSON: {e}") from None
-    if not isinstance(values, dict):
-        raise RecordError("not a JSON object")
-    return checkRecord(values, kernelId)
+        found = (modelOf(kernelId, value, now) for kernelId, value in await self._range("kernels"))
+        return [model for model in found if model is not None]

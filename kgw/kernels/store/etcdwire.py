@@ -19,6 +19,7 @@ from twisted.web.client import Agent, FileBodyProducer, HTTPConnectionPool, read
 from twisted.web.http_headers import Headers
 
 from kgw.errors import StoreUnavailable
+from kgw.kernels.store.directory import KernelRecord, RecordError, checkRecord, kernelIdOf
 
 
 def parseStoreURL(url: str) -> tuple[str, int, str]:
@@ -108,3 +109,51 @@ class EtcdClient:
 
     def close(self) -> Deferred[None]:
         return self.pool.closeCachedConnections()
+
+
+def ownerIn(answer: dict[str, Any]) -> dict[str, Any] | None:
+    """The owner key read by a transaction's C{request_range}: value, lease, revisions."""
+    for response in answer.get("responses", []):
+        for kv in response.get("response_range", {}).get("kvs", []):
+            return kv
+    return None
+
+
+def parseEtcdRecord(kernelId: str, value: bytes) -> KernelRecord:
+    """
+    The record of kernel C{kernelId} held by C{value}, checked field by field.
+
+    @raise RecordError: naming the first problem found.
+    """
+    if kernelIdOf(f"{kernelId}.json") is None:
+        raise RecordError("the key does not end with a kernel id")
+    try:
+        values = json.loads(value)
+    except ValueError as e:
+        raise RecordError(f"not JSON: {e}") from None
+    if not isinstance(values, dict):
+        raise RecordError("not a JSON object")
+    return checkRecord(values, kernelId)
+
+
+def modelOf(kernelId: str, value: bytes, now: str) -> dict[str, Any] | None:
+    """
+    The REST model of a kernel as its record C{value} tells it, the state its owner alone knows
+    being C{unknown}; C{None} for a record not handed out (a kernel starting, or warm in a
+    pool: nobody's kernel yet) or not readable.
+    """
+    try:
+        values = json.loads(value)
+    except ValueError:
+        return None
+    if not isinstance(values, dict) or not isinstance(values.get("name"), str):
+        return None
+    if values.get("handedOut") is not True:
+        return None
+    return {
+        "id": kernelId,
+        "name": values["name"],
+        "last_activity": values.get("lastActivity") or now,
+        "execution_state": "unknown",
+        "connections": 0,
+    }

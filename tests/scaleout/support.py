@@ -2,9 +2,11 @@
 Fixtures of the scale-out tests: a real etcd, a real HAProxy and kgw daemons, on loopback.
 
 Each is started by the test with its own data directory or configuration file and ports chosen
-free on 127.0.0.1, and stopped by its own pid at the test's clean-up. A component that cannot be
-started fails the test saying why (a program missing says which Debian package holds it): these
-tests are never skipped.
+free on 127.0.0.1, and stopped by its own pid at the test's clean-up. They run in tox's
+C{scaleout} env (C{KGW_SCALEOUT_TEST=1}) and in CI (C{CI=true}), where a component that cannot be
+started fails the test saying why (a program missing says which Debian package holds it); in the
+default env, whose README command needs nothing but Python, they are skipped, saying how to run
+them.
 """
 
 from __future__ import annotations
@@ -27,6 +29,18 @@ from tests.support import GatewayClient, childProcesses, isAlive, withTimeout
 
 # How long a component may take to answer once started, on a busy machine.
 STARTUP = 30.0
+
+
+def required() -> bool:
+    """Whether the scale-out tests must run: in tox's C{scaleout} env and in CI."""
+    flag = os.environ.get("KGW_SCALEOUT_TEST")
+    return flag == "1" or (os.environ.get("CI") == "true" and flag != "0")
+
+
+def skipUnlessRequired() -> str | None:
+    if required():
+        return None
+    return "set KGW_SCALEOUT_TEST=1 to run the scale-out tests (tox -e scaleout does)"
 
 
 def freePort() -> int:

@@ -7,7 +7,7 @@ import subprocess
 
 from twisted.trial.unittest import TestCase
 
-from tests.scaleout.support import Etcd, Gateways, HAProxy, program
+from tests.scaleout.support import Etcd, Gateways, HAProxy, program, skipUnlessRequired
 from tests.support import GatewayClient, stdout
 
 SHIPPED = os.path.join(
@@ -16,6 +16,8 @@ SHIPPED = os.path.join(
 
 
 class ShippedConfigurationTests(TestCase):
+    skip = skipUnlessRequired()
+
     timeout = 120
 
     def test_valid(self):

@@ -12,7 +12,7 @@ from kgw.errors import StoreUnavailable
 from kgw.kernels.store.directory import KernelRecord
 from kgw.kernels.store.etcd import EtcdStore
 from kgw.kernels.store.etcdwire import parseStoreURL
-from tests.scaleout.support import Etcd
+from tests.scaleout.support import Etcd, skipUnlessRequired
 
 KERNEL = "4f0c9a52-5f0e-4e7a-9d63-1a2b3c4d5e6f"
 
@@ -51,6 +51,8 @@ class StoreURLTests(TestCase):
 
 class EtcdStoreTests(TestCase):
     """Two stores, as two gateways would hold them, over one real etcd."""
+
+    skip = skipUnlessRequired()
 
     timeout = 60
 

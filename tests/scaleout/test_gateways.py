@@ -12,13 +12,15 @@ from twisted.logger import Logger
 from twisted.trial.unittest import TestCase
 
 from kgw.kernels.store.etcd import EtcdStore
-from tests.scaleout.support import Etcd, Gateways, HAProxy
+from tests.scaleout.support import Etcd, Gateways, HAProxy, skipUnlessRequired
 from tests.support import GatewayClient, childProcesses, isAlive, stdout, withTimeout
 
 log = Logger()
 
 
 class ClusterCase(TestCase):
+    skip = skipUnlessRequired()
+
     timeout = 120
 
     async def setUp(self):

@@ -35,10 +35,18 @@ class ClusterViewTests(ClusterCase):
         _, b = await self.gateways.start("b", "--lease-ttl=3")
         onA = await a.startKernel()
         onB = await b.startKernel()
+        # A start is answered once the kernel is launched; its record says it is handed out a
+        # moment later (a write to etcd), and from then on every gateway lists it.
+        expected = {onA["id"], onB["id"]}
         for gateway in (a, b):
-            code, listed = await gateway.request("GET", "api/kernels")
-            self.assertEqual(code, 200, listed)
-            self.assertEqual({k["id"] for k in listed}, {onA["id"], onB["id"]})
+            deadline = reactor.seconds() + 5
+            while True:
+                code, listed = await gateway.request("GET", "api/kernels")
+                self.assertEqual(code, 200, listed)
+                if {k["id"] for k in listed} == expected or reactor.seconds() > deadline:
+                    break
+                await deferLater(reactor, 0.05)
+            self.assertEqual({k["id"] for k in listed}, expected)
         # A kernel of the other gateway says what its record tells, no more.
         code, listed = await a.request("GET", "api/kernels")
         [remote] = [k for k in listed if k["id"] == onB["id"]]

@@ -18,7 +18,7 @@ calls to etcd are those of L{kgw.kernels.store.etcdwire}.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from datetime import datetime, timezone
 from typing import Any
@@ -228,37 +228,40 @@ class EtcdStore:
 
         self._background(both(), "forget", kernelId)
 
+    def _ownerPut(self, owner: str, lease: str) -> dict[str, Any]:
+        """The put of owner key C{owner} (base64) naming this gateway, bound to C{lease}."""
+        return {"request_put": {"key": owner, "value": b64(self.gatewayId), "lease": lease}}
+
+    async def _createOwner(
+        self, kernelId: str, also: Sequence[dict[str, Any]] = (), readBack: bool = False
+    ) -> tuple[dict[str, Any], str, str]:
+        """
+        In one transaction, create kernel C{kernelId}'s owner key naming this gateway, under its
+        lease, if the key does not exist, with the operations C{also}; else (with C{readBack})
+        read the key back. The transaction's answer, the owner key (base64) and the lease.
+
+        @raise StoreUnavailable: if etcd cannot be reached or this gateway holds no lease.
+        """
+        lease = await self.holdLease()
+        owner = b64(self._key("owners", kernelId))
+        transaction: dict[str, Any] = {
+            "compare": [
+                {"key": owner, "target": "CREATE", "result": "EQUAL", "create_revision": "0"}
+            ],
+            "success": [self._ownerPut(owner, lease), *also],
+        }
+        if readBack:
+            transaction["failure"] = [{"request_range": {"key": owner}}]
+        return await self.client.call("kv/txn", transaction), owner, lease
+
     async def own(self, record: KernelRecord) -> None:
         """
         Record a new kernel as this gateway's, record and owner key in one transaction.
 
         @raise StoreUnavailable: if etcd cannot be reached, or this gateway holds no lease.
         """
-        lease = await self.holdLease()
-        owner = b64(self._key("owners", record.id))
-        answer = await self.client.call(
-            "kv/txn",
-            {
-                "compare": [
-                    {"key": owner, "target": "CREATE", "result": "EQUAL", "create_revision": "0"}
-                ],
-                "success": [
-                    {
-                        "request_put": {
-                            "key": owner,
-                            "value": b64(self.gatewayId),
-                            "lease": lease,
-                        }
-                    },
-                    {
-                        "request_put": {
-                            "key": b64(self._key("kernels", record.id)),
-                            "value": self._value(record),
-                        }
-                    },
-                ],
-            },
-        )
+        put = {"key": b64(self._key("kernels", record.id)), "value": self._value(record)}
+        answer, _, _ = await self._createOwner(record.id, also=[{"request_put": put}])
         if not answer.get("succeeded"):
             raise StoreUnavailable(f"Kernel {record.id} is already owned by another gateway")
         self.owned.add(record.id)
@@ -270,26 +273,7 @@ class EtcdStore:
 
         @raise StoreUnavailable: if etcd cannot be reached or this gateway holds no lease.
         """
-        lease = await self.holdLease()
-        owner = b64(self._key("owners", kernelId))
-        answer = await self.client.call(
-            "kv/txn",
-            {
-                "compare": [
-                    {"key": owner, "target": "CREATE", "result": "EQUAL", "create_revision": "0"}
-                ],
-                "success": [
-                    {
-                        "request_put": {
-                            "key": owner,
-                            "value": b64(self.gatewayId),
-                            "lease": lease,
-                        }
-                    }
-                ],
-                "failure": [{"request_range": {"key": owner}}],
-            },
-        )
+        answer, owner, lease = await self._createOwner(kernelId, readBack=True)
         if answer.get("succeeded"):
             self.owned.add(kernelId)
             return True
@@ -310,15 +294,7 @@ class EtcdStore:
                             "mod_revision": current.get("mod_revision", "0"),
                         }
                     ],
-                    "success": [
-                        {
-                            "request_put": {
-                                "key": owner,
-                                "value": b64(self.gatewayId),
-                                "lease": lease,
-                            }
-                        }
-                    ],
+                    "success": [self._ownerPut(owner, lease)],
                 },
             )
             if not rebound.get("succeeded"):

@@ -114,9 +114,15 @@ class GatewayAPI:
         self.channels = channels
         self.baseURL = baseURL
         self.listKernels = listKernels
-        spec = buildOpenAPI(__version__, baseURL)
-        self._swaggerJSON = json.dumps(spec, indent=1).encode("utf-8")
-        self._swaggerYAML = toYAML(spec).encode("utf-8")
+        self._swagger: dict[str, bytes] = {}
+
+    def _swaggerDocument(self, form: str) -> bytes:
+        """The OpenAPI document as JSON or YAML, made on first demand and kept."""
+        if not self._swagger:
+            spec = buildOpenAPI(__version__, self.baseURL)
+            self._swagger["json"] = json.dumps(spec, indent=1).encode("utf-8")
+            self._swagger["yaml"] = toYAML(spec).encode("utf-8")
+        return self._swagger[form]
 
     @app.handle_errors(Exception)
     def _error(self, request: IRequest, failure: Any) -> bytes:
@@ -131,12 +137,12 @@ class GatewayAPI:
     @app.route("/api/swagger.json", methods=["GET"])
     def swaggerJSON(self, request: IRequest) -> bytes:
         request.setHeader(b"Content-Type", JSON)
-        return self._swaggerJSON
+        return self._swaggerDocument("json")
 
     @app.route("/api/swagger.yaml", methods=["GET"])
     def swaggerYAML(self, request: IRequest) -> bytes:
         request.setHeader(b"Content-Type", b"application/yaml")
-        return self._swaggerYAML
+        return self._swaggerDocument("yaml")
 
     # Kernelspecs
 

@@ -12,7 +12,7 @@ import time
 from twisted.internet import reactor
 from twisted.internet.task import deferLater
 
-from kgw.api.openapi import ROUTES
+from kgw.api.openapi import routes
 from tests.cluster.support import SPEC, ClusterCase, writeSpec
 from tests.integration.test_daemon import spawnTwistd
 from tests.support import GatewayClient, RunningGateway, stdout, withTimeout
@@ -162,7 +162,7 @@ class TokenTests(ClusterCase):
             "resource": "kernel.json",
             "session_id": "nope",
         }
-        for method, route in ROUTES:
+        for method, route in routes():
             path = route.format(**values).lstrip("/")
             code, body = await gateway.request(method, path, {} if method != "GET" else None)
             self.assertEqual(code, 401, f"{method} {path}: {body}")

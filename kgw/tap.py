@@ -121,12 +121,13 @@ def makeService(options: Options) -> IService:
 
     from kgw.gateway import buildGateway, buildSite
     from kgw.http.listen import listeningServices
-    from kgw.memory import MemoryTrimmer, mallocTrim
+    from kgw.memory import MemoryTrimmer, keepLargeBlocks, mallocTrim
 
     startup = options.startup
     assert startup is not None
     raiseFileLimit()
     top = MultiService()
+    keepLargeBlocks()
     trim = mallocTrim()
     if trim is not None:
         MemoryTrimmer(reactor, trim).setServiceParent(top)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import platform
 import re
 import shutil
 import signal
@@ -11,7 +12,7 @@ import tempfile
 
 from twisted.internet import protocol, reactor
 from twisted.internet.defer import Deferred
-from twisted.trial.unittest import TestCase
+from twisted.trial.unittest import SkipTest, TestCase
 
 from tests.support import GatewayClient, childProcesses, isAlive, withTimeout
 
@@ -44,6 +45,13 @@ class Twistd(protocol.ProcessProtocol):
         # twistd ends by re-raising the signal that stopped it, as a daemon should.
         self.signal = reason.value.signal
         self.ended.callback(reason.value.exitCode)
+
+
+def minorFaults(pid: int) -> int:
+    """The pages process C{pid} has faulted in without reading a disk, from C{/proc}."""
+    with open(f"/proc/{pid}/stat", "rb") as f:
+        stat = f.read()
+    return int(stat[stat.rindex(b")") + 2 :].split()[7])
 
 
 def spawnTwistd(test: TestCase, *args: str, env: dict[str, str] | None = None) -> Twistd:
@@ -151,6 +159,29 @@ class DaemonTests(TestCase):
         os.kill(process.pid, signal.SIGTERM)
         await withTimeout(process.ended)
         self.assertEqual(process.signal, signal.SIGTERM, process.output)
+
+    async def test_largeOutputsReuseMemory(self):
+        """
+        Relaying 8 MB outputs, the daemon reuses the memory of the last one (glibc's thresholds
+        kept): the third faults in far fewer pages than the some 4,000 of each copy afresh.
+        """
+        if platform.libc_ver()[0] != "glibc":
+            raise SkipTest("glibc only")
+        process, port, _ = await self.startDaemon()
+        gateway = GatewayClient(self, port)
+        model = await gateway.startKernel()
+        client = await gateway.connect(model["id"])
+        await client.execute("text = 'x' * 8_000_000")
+        faults = []
+        for _ in range(3):
+            before = minorFaults(process.pid)
+            messages = await client.execute("display({'text/plain': text}, raw=True)")
+            faults.append(minorFaults(process.pid) - before)
+            [display] = [m for m in messages if m["header"]["msg_type"] == "display_data"]
+            self.assertEqual(len(display["content"]["data"]["text/plain"]), 8_000_000)
+        self.assertLess(faults[-1], 1000, faults)
+        os.kill(process.pid, signal.SIGTERM)
+        await withTimeout(process.ended)
 
     async def test_sigtermShutsKernelsDown(self):
         """On SIGTERM, websockets close with 1001, kernels end and their files go, within 10 s."""

@@ -157,7 +157,7 @@ class KernelRegistry(Service):
             self.launcher.runtimeDir,
             self.specs,
             self.clock,
-            self.launcher.connect,
+            self.launcher.reach,
             self._register,
             known=lambda kernelId: kernelId in self._kernels or store.owns(kernelId),
         )

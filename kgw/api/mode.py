@@ -9,7 +9,7 @@ from twisted.web.resource import IResource
 from kgw.api.app import GatewayAPI
 from kgw.api.backlog import BacklogLimits
 from kgw.api.factory import ChannelsFactory
-from kgw.api.sessions import SessionRegistry
+from kgw.api.sessions import SessionRegistry, bookOf
 from kgw.config import Config
 from kgw.http.edge import Edge
 from kgw.http.forward import Forwarder
@@ -24,7 +24,8 @@ def buildMode(
     """The edge serving jupyter_server's kernel API over C{kernels}; no services of its own."""
     api = GatewayAPI(
         kernels,
-        SessionRegistry(kernels),
+        # With a shared kernel store, the sessions of every gateway, kept there.
+        SessionRegistry(kernels, bookOf(kernels)),
         ChannelsFactory(
             config.max_message_size,
             (config.iopub_msg_rate_limit, config.iopub_data_rate_limit, config.rate_limit_window),

@@ -91,11 +91,14 @@ def buildGateway(
     # The gateway's one metrics object: the registry, the edge and the websockets record in it,
     # and the registry's kernels are counted at each scrape.
     metrics = GatewayMetrics()
+    store = kernelStore(config, clock)
+    if isinstance(store, EtcdStore):
+        metrics.identify(store.gatewayId, store.address)
     kernels = KernelRegistry(
         clock,
         policy,
         seed=startup.seed,
-        store=kernelStore(config, clock),
+        store=store,
         environment=lambda requested: kernelEnvironment(
             requested, environ, config.env_whitelist, config.env_process_whitelist
         ),

@@ -18,7 +18,7 @@ from kgw.api.sessions import SessionRegistry
 from kgw.errors import Forbidden, InvalidRequest
 from kgw.http.errors import handleFailure, writeError
 from kgw.http.files import fileUnder, serveFile
-from kgw.http.forward import Forwarder, spliceTo, wasForwarded
+from kgw.http.forward import Forwarder, wasForwarded
 from kgw.kernels.cluster import clusterModels, peerOf
 from kgw.kernels.registry import KernelRegistry
 from kgw.kernels.specs import specModel
@@ -240,7 +240,7 @@ class GatewayAPI:
                 peer = await peerOf(self.kernels.store, kernel_id)
                 if peer is not None:
                     owner, address = peer
-                    return await spliceTo(self.forwarder.reactor, address, owner)
+                    return await self.forwarder.splice(address, owner)
         kernel = self.kernels.get(kernel_id)
         refusal = handshakeRefusal(request)
         if refusal is not None:

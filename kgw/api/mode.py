@@ -36,7 +36,7 @@ def buildMode(
         baseURL=config.base_url,
         listKernels=config.list_kernels,
         # With a shared kernel store, requests for another gateway's kernels go to it.
-        forwarder=Forwarder(clock) if config.kernel_store else None,
+        forwarder=Forwarder(clock, metrics=metrics) if config.kernel_store else None,
     )
     edge = Edge.fromConfig(
         api.app.resource(), config, routes=RouteTemplates(api.app.url_map), metrics=metrics

@@ -88,6 +88,8 @@ class EtcdStore:
         self._pending: set[Deferred[Any]] = set()
         self._leaseLock = DeferredLock()
         self._lost: Callable[[str], None] = lambda kernelId: None
+        #: The owner of each kernel as last read (by a sweep), by kernel id; none read yet.
+        self.lastOwners: dict[str, str] | None = None
         #: How often kernels whose owner's lease expired are looked for, and adopted.
         self.sweepInterval: float | None = sweepInterval
 
@@ -361,10 +363,12 @@ class EtcdStore:
 
     async def owners(self) -> dict[str, str]:
         """The owner of each owned kernel, by kernel id."""
-        return {
+        owners = {
             kernelId: value.decode(errors="replace")
             for kernelId, value in await self._range("owners")
         }
+        self.lastOwners = owners
+        return owners
 
     async def sessionRecords(self) -> list[tuple[str, bytes]]:
         """Every session recorded, as its id and its JSON value."""

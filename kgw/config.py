@@ -162,6 +162,28 @@ def _kernelStore(text: str) -> str:
     return text
 
 
+def _advertiseURL(text: str) -> str:
+    """C{http(s)://HOST:PORT}, a trailing slash dropped; or empty for the default."""
+    if not text:
+        return text
+    parts = urlsplit(text)
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    if (
+        parts.scheme not in ("http", "https")
+        or not parts.hostname
+        or port is None
+        or parts.username is not None
+        or parts.path not in ("", "/")
+        or parts.query
+        or parts.fragment
+    ):
+        raise ConfigError(f"expected http://HOST:PORT or https://HOST:PORT, got {text!r}")
+    return text.rstrip("/")
+
+
 def _readableFile(text: str) -> str:
     """A path to a file the gateway can read: a certificate, a key, a CA bundle."""
     if text and not os.access(text, os.R_OK):
@@ -432,6 +454,14 @@ class Config:
         "",
         "This gateway's name in the kernel store, unique among the gateways sharing it "
         "(default: host name and port).",
+        kgwOnly=True,
+    )
+    advertise_url: str = option(
+        "",
+        "URL the other gateways sharing the kernel store use to reach this one, to forward "
+        "requests for its kernels: http(s)://HOST:PORT (default: its ip, or host name when it "
+        "listens on every address, and port; none with --listen endpoints or port 0).",
+        _advertiseURL,
         kgwOnly=True,
     )
     lease_ttl: float = option(

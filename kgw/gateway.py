@@ -120,10 +120,13 @@ def buildGateway(
 
 def advertisedAddress(config: Config) -> str | None:
     """
-    Where the other gateways sharing the kernel store reach this one: its ip (or, listening on
-    every address, its host name) and port. None when the port is chosen at start or the
-    listeners are --listen endpoints: requests are then never forwarded to this gateway.
+    Where the other gateways sharing the kernel store reach this one: the advertised URL if
+    set, else its ip (or, listening on every address, its host name) and port. None when the
+    port is chosen at start or the listeners are --listen endpoints, unless a URL is
+    advertised: requests are then never forwarded to this gateway.
     """
+    if config.advertise_url:
+        return config.advertise_url
     if config.listen or not config.port:
         return None
     host = config.ip

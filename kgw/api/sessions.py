@@ -203,17 +203,29 @@ class SessionRegistry:
             if session.path == path:
                 return session
         kernelId, kernelName = fields["kernel_id"], fields["kernel_name"]
+        started = None
         if kernelId is not None:
             if not await self._kernelExists(kernelId):
                 raise NoSuchKernel(kernelId)
         else:
-            kernel = await self.kernels.startKernel(kernelName)
-            kernelId = kernel.id
+            started = kernelId = (await self.kernels.startKernel(kernelName)).id
         session = Session(
             str(uuid.uuid4()), fields["path"], fields["name"] or "", fields["type"], kernelId
         )
-        await self.book.put(session)
+        await self._keep(session, started)
         return session
+
+    async def _keep(self, session: Session, started: str | None) -> None:
+        """
+        Keep C{session}; if that fails (a shared store cannot be reached), shut down the kernel
+        C{started} for it, which nobody could find.
+        """
+        try:
+            await self.book.put(session)
+        except Exception:
+            if started is not None and started in self.kernels:
+                await self.kernels.shutdownKernel(started)
+            raise
 
     async def update(self, sessionId: str, body: Any) -> Session:
         """
@@ -226,13 +238,15 @@ class SessionRegistry:
             if fields[attribute] is not None:
                 setattr(session, attribute, fields[attribute])
         before = session.kernelId
+        started = None
         if fields["kernel_id"] is not None:
             if not await self._kernelExists(fields["kernel_id"]):
                 raise InvalidRequest(f"No such kernel: {fields['kernel_id']}")
             session.kernelId = fields["kernel_id"]
         elif fields["kernel_name"] is not None:
-            session.kernelId = (await self.kernels.startKernel(fields["kernel_name"])).id
-        await self.book.put(session)
+            started = (await self.kernels.startKernel(fields["kernel_name"])).id
+            session.kernelId = started
+        await self._keep(session, started)
         if session.kernelId != before and before in self.kernels:
             await self.kernels.shutdownKernel(before)
         return session

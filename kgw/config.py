@@ -16,7 +16,7 @@ import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 API_NAMES = {
     "jupyter-websocket": "jupyter-websocket",
@@ -148,16 +148,20 @@ def _positive(text: str) -> float:
     return value
 
 
+def _portOf(parts: SplitResult) -> int | None:
+    """The port a URL names, if any and valid."""
+    try:
+        return parts.port
+    except ValueError:
+        return None
+
+
 def _kernelStore(text: str) -> str:
     """C{etcd://HOST:PORT[/prefix]}, or empty for none."""
     if not text:
         return text
     parts = urlsplit(text)
-    try:
-        port = parts.port
-    except ValueError:
-        port = None
-    if parts.scheme != "etcd" or not parts.hostname or port is None or parts.query:
+    if parts.scheme != "etcd" or not parts.hostname or _portOf(parts) is None or parts.query:
         raise ConfigError(f"expected etcd://HOST:PORT[/prefix], got {text!r}")
     return text
 
@@ -167,14 +171,10 @@ def _advertiseURL(text: str) -> str:
     if not text:
         return text
     parts = urlsplit(text)
-    try:
-        port = parts.port
-    except ValueError:
-        port = None
     if (
         parts.scheme not in ("http", "https")
         or not parts.hostname
-        or port is None
+        or _portOf(parts) is None
         or parts.username is not None
         or parts.path not in ("", "/")
         or parts.query

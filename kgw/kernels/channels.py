@@ -169,63 +169,7 @@ class KernelChannels:
         C{kernel_info_request}s are sent, with growing pauses, until both a reply and an iopub
         message (the kernel publishes its busy/idle status for each request) have arrived.
         """
-        # Cancelling stops the nudging and closes its socket.
-        done: Deferred[None] = Deferred(lambda _: finish(CancelledError()))
-        if self.closed:
-            done.errback(ConnectionDone("the kernel's channels are closed"))
-            return done
-        state = {"reply": False, "iopub": False}
-        pending: list[IDelayedCall] = []
-
-        def check() -> None:
-            if state["reply"] and state["iopub"] and not done.called:
-                finish(None)
-
-        def gotReply(frames: list[bytes]) -> None:
-            try:
-                header, _ = self.signer.unwrap(frames)
-            except MessageError:
-                return
-            if header.get("msg_type") == "kernel_info_reply":
-                state["reply"] = True
-                check()
-
-        def gotIOPub() -> None:
-            state["iopub"] = True
-            check()
-
-        def finish(result: object) -> None:
-            self._readyWaits.discard(finish)
-            for call in pending:
-                if call.active():
-                    call.cancel()
-            if gotIOPub in self._iopubWaiters:
-                self._iopubWaiters.remove(gotIOPub)
-            shell.shutdown()
-            if done.called:
-                return
-            if isinstance(result, Exception):
-                done.errback(result)
-            else:
-                done.callback(None)
-
-        shell = self.openSocket(zmq.DEALER, "shell", gotReply)
-        self._iopubWaiters.append(gotIOPub)
-        self._readyWaits.add(finish)
-        deadline = self.clock.seconds() + timeout
-
-        def nudge(pause: float) -> None:
-            if done.called:
-                return
-            if self.clock.seconds() >= deadline:
-                finish(DeferredTimeout(f"the kernel did not answer within {timeout} s"))
-                return
-            _, parts = self.signer.message("kernel_info_request", {})
-            shell.sendMessage(self.signer.frames(parts))
-            pending[:] = [self.clock.callLater(pause, nudge, min(pause * 2, 1.0))]
-
-        nudge(0.1)
-        return done
+        return self._waitForAnswer(timeout, onControl=False).addCallback(lambda _: None)
 
     def waitUntilReachable(self, timeout: float) -> Deferred[bool]:
         """
@@ -240,6 +184,15 @@ class KernelChannels:
         proves iopub subscribed too). The statuses of those control requests say nothing of
         the shell: they are neither taken as the kernel's state nor relayed to clients.
         """
+        return self._waitForAnswer(timeout, onControl=True)
+
+    def _waitForAnswer(self, timeout: float, onControl: bool) -> Deferred[bool]:
+        """
+        Nudge the kernel with C{kernel_info_request}s, on control if C{onControl} (shell is
+        then asked once), else on shell; fire with whether shell replied, once the kernel
+        answers as L{waitUntilReady} or L{waitUntilReachable} says.
+        """
+        # Cancelling stops the nudging and closes its sockets.
         done: Deferred[bool] = Deferred(lambda _: finish(CancelledError()))
         if self.closed:
             done.errback(ConnectionDone("the kernel's channels are closed"))
@@ -275,10 +228,10 @@ class KernelChannels:
                     call.cancel()
             if gotIOPub in self._iopubWaiters:
                 self._iopubWaiters.remove(gotIOPub)
-            shell.shutdown()
-            # The statuses of the control requests still on their way stay the gateway's:
-            # each is forgotten once its idle status comes (or when the channels close).
-            control.shutdown()
+            # The statuses of control requests still on their way stay the gateway's: each is
+            # forgotten once its idle status comes (or when the channels close).
+            for socket in sockets:
+                socket.shutdown()
             if done.called:
                 return
             if isinstance(result, Exception):
@@ -287,12 +240,16 @@ class KernelChannels:
                 done.callback(bool(result))
 
         shell = self.openSocket(zmq.DEALER, "shell", gotReply)
-        control = self.openSocket(zmq.DEALER, "control", lambda frames: None)
+        sockets = [shell]
+        nudged = shell
+        if onControl:
+            nudged = self.openSocket(zmq.DEALER, "control", lambda frames: None)
+            sockets.append(nudged)
+            _, parts = self.signer.message("kernel_info_request", {})
+            shell.sendMessage(self.signer.frames(parts))
         self._iopubWaiters.append(gotIOPub)
         self._readyWaits.add(finish)
         deadline = self.clock.seconds() + timeout
-        _, parts = self.signer.message("kernel_info_request", {})
-        shell.sendMessage(self.signer.frames(parts))
 
         def nudge(pause: float) -> None:
             if done.called:
@@ -301,8 +258,9 @@ class KernelChannels:
                 finish(DeferredTimeout(f"the kernel did not answer within {timeout} s"))
                 return
             header, parts = self.signer.message("kernel_info_request", {})
-            self._probes[header["msg_id"]] = controlEnded
-            control.sendMessage(self.signer.frames(parts))
+            if onControl:
+                self._probes[header["msg_id"]] = controlEnded
+            nudged.sendMessage(self.signer.frames(parts))
             pending[:] = [self.clock.callLater(pause, nudge, min(pause * 2, 1.0))]
 
         nudge(0.1)

@@ -16,7 +16,7 @@ import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 API_NAMES = {
     "jupyter-websocket": "jupyter-websocket",
@@ -148,18 +148,40 @@ def _positive(text: str) -> float:
     return value
 
 
+def _portOf(parts: SplitResult) -> int | None:
+    """The port a URL names, if any and valid."""
+    try:
+        return parts.port
+    except ValueError:
+        return None
+
+
 def _kernelStore(text: str) -> str:
     """C{etcd://HOST:PORT[/prefix]}, or empty for none."""
     if not text:
         return text
     parts = urlsplit(text)
-    try:
-        port = parts.port
-    except ValueError:
-        port = None
-    if parts.scheme != "etcd" or not parts.hostname or port is None or parts.query:
+    if parts.scheme != "etcd" or not parts.hostname or _portOf(parts) is None or parts.query:
         raise ConfigError(f"expected etcd://HOST:PORT[/prefix], got {text!r}")
     return text
+
+
+def _advertiseURL(text: str) -> str:
+    """C{http(s)://HOST:PORT}, a trailing slash dropped; or empty for the default."""
+    if not text:
+        return text
+    parts = urlsplit(text)
+    if (
+        parts.scheme not in ("http", "https")
+        or not parts.hostname
+        or _portOf(parts) is None
+        or parts.username is not None
+        or parts.path not in ("", "/")
+        or parts.query
+        or parts.fragment
+    ):
+        raise ConfigError(f"expected http://HOST:PORT or https://HOST:PORT, got {text!r}")
+    return text.rstrip("/")
 
 
 def _readableFile(text: str) -> str:
@@ -432,6 +454,14 @@ class Config:
         "",
         "This gateway's name in the kernel store, unique among the gateways sharing it "
         "(default: host name and port).",
+        kgwOnly=True,
+    )
+    advertise_url: str = option(
+        "",
+        "URL the other gateways sharing the kernel store use to reach this one, to forward "
+        "requests for its kernels: http(s)://HOST:PORT (default: its ip, or host name when it "
+        "listens on every address, and port; none with --listen endpoints or port 0).",
+        _advertiseURL,
         kgwOnly=True,
     )
     lease_ttl: float = option(

@@ -91,11 +91,14 @@ def buildGateway(
     # The gateway's one metrics object: the registry, the edge and the websockets record in it,
     # and the registry's kernels are counted at each scrape.
     metrics = GatewayMetrics()
+    store = kernelStore(config, clock)
+    if isinstance(store, EtcdStore):
+        metrics.identify(store.gatewayId, store.address)
     kernels = KernelRegistry(
         clock,
         policy,
         seed=startup.seed,
-        store=kernelStore(config, clock),
+        store=store,
         environment=lambda requested: kernelEnvironment(
             requested, environ, config.env_whitelist, config.env_process_whitelist
         ),
@@ -117,10 +120,13 @@ def buildGateway(
 
 def advertisedAddress(config: Config) -> str | None:
     """
-    Where the other gateways sharing the kernel store reach this one: its ip (or, listening on
-    every address, its host name) and port. None when the port is chosen at start or the
-    listeners are --listen endpoints: requests are then never forwarded to this gateway.
+    Where the other gateways sharing the kernel store reach this one: the advertised URL if
+    set, else its ip (or, listening on every address, its host name) and port. None when the
+    port is chosen at start or the listeners are --listen endpoints, unless a URL is
+    advertised: requests are then never forwarded to this gateway.
     """
+    if config.advertise_url:
+        return config.advertise_url
     if config.listen or not config.port:
         return None
     host = config.ip

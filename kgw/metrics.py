@@ -8,6 +8,14 @@ several gateways (and tests) in one process keep their counts apart. The familie
     kgw_messages_total{channel, direction}                             counter
     kgw_kernel_start_duration_seconds{kernel_name, outcome}            histogram
     kgw_http_request_duration_seconds{method, route, status}           histogram
+    kgw_kernels_adopted_total                                          counter
+
+and, with a kernel store shared by several gateways::
+
+    kgw_gateway_info{gateway_id, address}                              gauge (always 1)
+    kgw_cluster_kernels{gateway_id}                                    gauge, read at scrape
+    kgw_kernels_fenced_total                                           counter
+    kgw_forwarded_requests_total{kind, outcome}                        counter
 
 plus the C{process_*} families of the gateway's own process.
 """
@@ -17,7 +25,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Protocol
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, ProcessCollector
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 from prometheus_client.core import GaugeMetricFamily, Metric
 from twisted.python import threadable
 from twisted.web.iweb import IRequest
@@ -55,6 +63,12 @@ class KernelSource(Protocol):
 
     def kernels(self) -> Sequence[CountedKernel]: ...
 
+    def clusterOwners(self) -> dict[str, int] | None:
+        """
+        How many kernels each gateway sharing the kernel store owns, by gateway id, as last
+        seen; C{None} without a shared store.
+        """
+
 
 class KernelCollector:
     """
@@ -69,6 +83,7 @@ class KernelCollector:
         self._kernels = kernels
         self._counts: dict[tuple[str, str], int] = {}
         self._connections = 0
+        self._owners: dict[str, int] | None = None
 
     def refresh(self) -> None:
         """Count the registry's kernels by kernelspec and state, and their websockets."""
@@ -79,16 +94,23 @@ class KernelCollector:
             counts[key] = counts.get(key, 0) + 1
             connections += kernel.connections
         self._counts, self._connections = counts, connections
+        owners = getattr(self._kernels, "clusterOwners", None)
+        self._owners = owners() if owners is not None else None
 
     def describe(self) -> Iterable[Metric]:
-        return self._families({}, 0)
+        return self._families({}, 0, None)
 
     def collect(self) -> Iterable[Metric]:
         if threadable.ioThread is None or threadable.isInIOThread():
             self.refresh()
-        return self._families(self._counts, self._connections)
+        return self._families(self._counts, self._connections, self._owners)
 
-    def _families(self, counts: dict[tuple[str, str], int], connections: int) -> list[Metric]:
+    def _families(
+        self,
+        counts: dict[tuple[str, str], int],
+        connections: int,
+        owners: dict[str, int] | None,
+    ) -> list[Metric]:
         kernels = GaugeMetricFamily(
             "kgw_kernels",
             "Kernels the gateway runs, by kernelspec and execution state.",
@@ -99,7 +121,18 @@ class KernelCollector:
         websockets = GaugeMetricFamily(
             "kgw_websocket_connections", "Channels websockets open.", value=connections
         )
-        return [kernels, websockets]
+        families: list[Metric] = [kernels, websockets]
+        if owners is not None:
+            cluster = GaugeMetricFamily(
+                "kgw_cluster_kernels",
+                "Kernels of the gateways sharing the kernel store, by owning gateway, as this "
+                "gateway last read the store.",
+                labels=["gateway_id"],
+            )
+            for gatewayId, count in sorted(owners.items()):
+                cluster.add_metric([gatewayId], count)
+            families.append(cluster)
+        return families
 
 
 class GatewayMetrics:
@@ -130,7 +163,26 @@ class GatewayMetrics:
             ["method", "route", "status"],
             registry=self.registry,
         )
+        self.adoptions = Counter(
+            "kgw_kernels_adopted",
+            "Kernels this gateway took over: left by a gateway that died, or by an earlier run.",
+            registry=self.registry,
+        )
+        self.fencings = Counter(
+            "kgw_kernels_fenced",
+            "Kernels this gateway stopped serving, another gateway having taken them over "
+            "while this one's lease had lapsed.",
+            registry=self.registry,
+        )
+        self.forwards = Counter(
+            "kgw_forwarded_requests",
+            "Requests for kernels of other gateways passed on to their owner, by kind (http, "
+            "websocket) and outcome (forwarded, unreachable).",
+            ["kind", "outcome"],
+            registry=self.registry,
+        )
         ProcessCollector(registry=self.registry)
+        self._info: Gauge | None = None
         self._kernelCollector: KernelCollector | None = None
         self._resource: IResource | None = None
 
@@ -138,6 +190,22 @@ class GatewayMetrics:
         """Count the kernels of C{kernels}, and their websockets, at each scrape."""
         self._kernelCollector = KernelCollector(kernels)
         self.registry.register(self._kernelCollector)
+
+    def identify(self, gatewayId: str, address: str | None) -> None:
+        """Name this gateway in the kernel store it shares with others (C{kgw_gateway_info})."""
+        if self._info is None:
+            self._info = Gauge(
+                "kgw_gateway_info",
+                "This gateway in the kernel store shared by several: its id and the address the "
+                "others reach it at (empty: none).",
+                ["gateway_id", "address"],
+                registry=self.registry,
+            )
+        self._info.labels(gatewayId, address or "").set(1)
+
+    def forwarded(self, kind: str, outcome: str) -> None:
+        """Count a request of C{kind} (http, websocket) passed on to its kernel's owner."""
+        self.forwards.labels(kind, outcome).inc()
 
     def relayCounters(self, direction: str) -> dict[str, Counter]:
         """The C{kgw_messages_total} child of each channel in C{direction}, for hot paths."""

@@ -18,7 +18,7 @@ from kgw.api.sessions import SessionRegistry
 from kgw.errors import Forbidden, InvalidRequest
 from kgw.http.errors import handleFailure, writeError
 from kgw.http.files import fileUnder, serveFile
-from kgw.http.forward import Forwarder, spliceTo, wasForwarded
+from kgw.http.forward import Forwarder, wasForwarded
 from kgw.kernels.cluster import clusterModels, peerOf
 from kgw.kernels.registry import KernelRegistry
 from kgw.kernels.specs import specModel
@@ -246,7 +246,7 @@ class GatewayAPI:
                 peer = await peerOf(self.kernels.store, kernel_id)
                 if peer is not None:
                     owner, address = peer
-                    return await spliceTo(self.forwarder.reactor, address, owner)
+                    return await self.forwarder.splice(address, owner)
         kernel = self.kernels.get(kernel_id)
         refusal = handshakeRefusal(request)
         if refusal is not None:
@@ -257,28 +257,46 @@ class GatewayAPI:
     # Sessions
 
     @app.route("/api/sessions", methods=["GET"], strict_slashes=False)
-    def listSessions(self, request: IRequest) -> bytes:
+    async def listSessions(self, request: IRequest) -> bytes:
         if not self.listKernels:
             raise Forbidden("Listing sessions is disabled (list_kernels is False)")
-        return respond(request, self.sessions.list())
+        return respond(request, await self.sessions.list())
 
     @app.route("/api/sessions", methods=["POST"], strict_slashes=False)
     async def createSession(self, request: IRequest) -> bytes:
         session = await self.sessions.create(jsonBody(request))
         request.setHeader(b"Location", f"{self.baseURL}api/sessions/{session.id}".encode())
-        return respond(request, self.sessions.model(session), 201)
+        return respond(request, await self.sessions.modelOf(session), 201)
+
+    async def _sessionByOwner(self, request: IRequest, sessionId: str) -> bytes | None:
+        """
+        With a kernel store shared by several gateways: the answer of the gateway that owns
+        the kernel of session C{sessionId}, when another does, to which the request is
+        forwarded (it shuts the kernel down, if the change does); else C{None}.
+        """
+        if self.forwarder is None or wasForwarded(request):
+            return None
+        session = await self.sessions.get(sessionId)
+        return await self._byOwner(request, session.kernelId)
 
     @app.route("/api/sessions/<session_id>", methods=["GET"], strict_slashes=False)
-    def session(self, request: IRequest, session_id: str) -> bytes:
-        return respond(request, self.sessions.model(self.sessions.get(session_id)))
+    async def session(self, request: IRequest, session_id: str) -> bytes:
+        session = await self.sessions.get(session_id)
+        return respond(request, await self.sessions.modelOf(session))
 
     @app.route("/api/sessions/<session_id>", methods=["PATCH"], strict_slashes=False)
     async def updateSession(self, request: IRequest, session_id: str) -> bytes:
+        forwarded = await self._sessionByOwner(request, session_id)
+        if forwarded is not None:
+            return forwarded
         session = await self.sessions.update(session_id, jsonBody(request))
-        return respond(request, self.sessions.model(session))
+        return respond(request, await self.sessions.modelOf(session))
 
     @app.route("/api/sessions/<session_id>", methods=["DELETE"], strict_slashes=False)
     async def deleteSession(self, request: IRequest, session_id: str) -> bytes:
+        forwarded = await self._sessionByOwner(request, session_id)
+        if forwarded is not None:
+            return forwarded
         await self.sessions.delete(session_id)
         request.setResponseCode(204)
         return b""

@@ -9,7 +9,7 @@ from twisted.web.resource import IResource
 from kgw.api.app import GatewayAPI
 from kgw.api.backlog import BacklogLimits
 from kgw.api.factory import ChannelsFactory
-from kgw.api.sessions import SessionRegistry
+from kgw.api.sessions import SessionRegistry, bookOf
 from kgw.config import Config
 from kgw.http.edge import Edge
 from kgw.http.forward import Forwarder
@@ -24,7 +24,8 @@ def buildMode(
     """The edge serving jupyter_server's kernel API over C{kernels}; no services of its own."""
     api = GatewayAPI(
         kernels,
-        SessionRegistry(kernels),
+        # With a shared kernel store, the sessions of every gateway, kept there.
+        SessionRegistry(kernels, bookOf(kernels)),
         ChannelsFactory(
             config.max_message_size,
             (config.iopub_msg_rate_limit, config.iopub_data_rate_limit, config.rate_limit_window),
@@ -35,7 +36,7 @@ def buildMode(
         baseURL=config.base_url,
         listKernels=config.list_kernels,
         # With a shared kernel store, requests for another gateway's kernels go to it.
-        forwarder=Forwarder(clock) if config.kernel_store else None,
+        forwarder=Forwarder(clock, metrics=metrics) if config.kernel_store else None,
     )
     edge = Edge.fromConfig(
         api.app.resource(), config, routes=RouteTemplates(api.app.url_map), metrics=metrics

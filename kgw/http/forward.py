@@ -24,6 +24,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
 from kgw.errors import GatewayUnavailable
+from kgw.metrics import GatewayMetrics
 
 FORWARDED = b"X-Kgw-Forwarded"
 
@@ -49,11 +50,17 @@ def wasForwarded(request: IRequest) -> bool:
 
 
 class Forwarder:
-    """Passes requests on to other gateways, over persistent connections of C{reactor}."""
+    """
+    Passes requests on to other gateways, over persistent connections of C{reactor}; each is
+    counted in C{metrics} (C{kgw_forwarded_requests_total}).
+    """
 
-    def __init__(self, reactor: Any, timeout: float = 60.0) -> None:
+    def __init__(
+        self, reactor: Any, timeout: float = 60.0, metrics: GatewayMetrics | None = None
+    ) -> None:
         self.reactor = reactor
         self.timeout = timeout
+        self.metrics = metrics if metrics is not None else GatewayMetrics()
         self.pool = HTTPConnectionPool(reactor, persistent=True)
         self.agent = Agent(reactor, pool=self.pool)
         self.cooperator = Cooperator(scheduler=lambda work: reactor.callLater(0, work))
@@ -82,14 +89,26 @@ class Forwarder:
             response = await answer.addTimeout(self.timeout, self.reactor)
             content = await readBody(response).addTimeout(self.timeout, self.reactor)
         except Exception as e:
+            self.metrics.forwarded("http", "unreachable")
             raise GatewayUnavailable(
                 f"The gateway {who} that owns this kernel cannot be reached: {e.__class__.__name__}"
             ) from e
+        self.metrics.forwarded("http", "forwarded")
         request.setResponseCode(response.code)
         for name, values in response.headers.getAllRawHeaders():
             if name.lower() not in _OWN:
                 request.responseHeaders.setRawHeaders(name, values)
         return content
+
+    async def splice(self, base: str, who: str) -> SplicedResource:
+        """L{spliceTo} the gateway at C{base}, counted."""
+        try:
+            resource = await spliceTo(self.reactor, base, who)
+        except GatewayUnavailable:
+            self.metrics.forwarded("websocket", "unreachable")
+            raise
+        self.metrics.forwarded("websocket", "forwarded")
+        return resource
 
     def close(self) -> Any:
         return self.pool.closeCachedConnections()

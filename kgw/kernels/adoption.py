@@ -198,7 +198,7 @@ async def adoptRecorded(
     runtimeDir: str,
     specs: KernelSpecManager,
     clock: IReactorTime,
-    connect: Callable[[Kernel], Deferred[None]],
+    connect: Callable[[Kernel], Deferred[bool]],
     register: Callable[[Kernel], None],
     known: Callable[[str], bool] = lambda kernelId: False,
 ) -> None:
@@ -206,7 +206,8 @@ async def adoptRecorded(
     Take over the kernels an earlier gateway recorded and that still run, under their ids;
     clean up after the others.
 
-    @param connect: opens a kernel's channels and fires once it answers on them.
+    @param connect: opens a kernel's channels and fires once it answers on them, with whether
+        its shell is free (a kernel may be running code its gateway died in the middle of).
     @param register: makes an adopted kernel the registry's.
     @param known: whether a kernel is this gateway's already: it is left alone.
     """
@@ -235,7 +236,7 @@ async def _adoptRemote(
     record: KernelRecord,
     store: KernelStore,
     specs: KernelSpecManager,
-    connect: Callable[[Kernel], Deferred[None]],
+    connect: Callable[[Kernel], Deferred[bool]],
     register: Callable[[Kernel], None],
 ) -> None:
     """
@@ -260,14 +261,17 @@ async def _adoptProcess(
     record: KernelRecord,
     process: Any,
     store: KernelStore,
-    connect: Callable[[Kernel], Deferred[None]],
+    connect: Callable[[Kernel], Deferred[bool]],
     register: Callable[[Kernel], None],
 ) -> None:
-    """Open the channels of a kernel found again, and register it once it answers."""
+    """
+    Open the channels of a kernel found again, and register it once it answers: busy, if its
+    shell is still running code (its clients get the idle status that ends it).
+    """
     kernel = Kernel(record.id, record.name, process)
     kernel.launchEnv, kernel.cwd = record.env, record.cwd
     try:
-        await connect(kernel)
+        free = await connect(kernel)
     except Exception:
         log.failure("Kernel {kernelId} could not be adopted", kernelId=record.id)
         if kernel.channels is not None:
@@ -275,6 +279,6 @@ async def _adoptProcess(
         await kernel.process.shutdown(now=True)
         store.remove(record.id)
         return
-    kernel.executionState = "idle"
+    kernel.executionState = "idle" if free else "busy"
     register(kernel)
     log.info("Adopted kernel {kernelId} ({name})", kernelId=record.id, name=record.name)

@@ -10,6 +10,7 @@ Only the header of a message is parsed on the way through.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
@@ -90,6 +91,9 @@ class KernelChannels:
         self._iopubWaiters: list[Callable[[], None]] = []
         self._listeners: list[Listener] = []
         self._readyWaits: set[Callable[[object], None]] = set()
+        # The gateway's own control requests (see waitUntilReachable), by message id: each
+        # is told when the kernel publishes its idle status.
+        self._probes: dict[str, Callable[[], None]] = {}
         self._iopub = self.openSocket(
             zmq.SUB,
             "iopub",
@@ -119,6 +123,8 @@ class KernelChannels:
         waiters, self._iopubWaiters = self._iopubWaiters, []
         for waiter in waiters:
             waiter()
+        if self._probes and header.get("msg_type") == "status" and self._probeStatus(parts):
+            return
         if header.get("msg_type") == "iopub_welcome":
             # ipykernel 7 greets each new subscription (JEP 65); it is meant for this
             # subscriber, the gateway, not for the clients, who did not subscribe.
@@ -130,6 +136,21 @@ class KernelChannels:
             client.relay("iopub", header, parts)
         for buffer, _, _ in self.buffers.values():
             buffer.relay("iopub", header, parts)
+
+    def _probeStatus(self, parts: Sequence[bytes]) -> bool:
+        """Whether a status message is one of a gateway's control request; tell its waiter."""
+        try:
+            parent = json.loads(parts[1]).get("msg_id")
+            state = json.loads(parts[3]).get("execution_state")
+        except (ValueError, AttributeError, IndexError):
+            return False
+        ended = self._probes.get(parent)
+        if ended is None:
+            return False
+        if state == "idle":
+            del self._probes[parent]
+            ended()
+        return True
 
     def broadcast(self, header: dict[str, Any], parts: Sequence[bytes]) -> None:
         """Send a message of the gateway's own to every client, as if it came on iopub."""
@@ -148,17 +169,40 @@ class KernelChannels:
         C{kernel_info_request}s are sent, with growing pauses, until both a reply and an iopub
         message (the kernel publishes its busy/idle status for each request) have arrived.
         """
-        # Cancelling stops the nudging and closes its socket.
-        done: Deferred[None] = Deferred(lambda _: finish(CancelledError()))
+        return self._waitForAnswer(timeout, onControl=False).addCallback(lambda _: None)
+
+    def waitUntilReachable(self, timeout: float) -> Deferred[bool]:
+        """
+        Fire once the kernel answers and iopub is known to be subscribed, with whether its
+        shell is free: unlike L{waitUntilReady}, never waiting for code the kernel runs, as a
+        kernel adopted from a gateway that died may be running.
+
+        A C{kernel_info_request} is sent once on shell, where it waits behind the code
+        running, and with growing pauses on control, which ipykernel (6 and later) serves on a
+        thread of its own. The kernel answers once its shell replies and an iopub message
+        came, or once it publishes the idle status ending one of the control requests (which
+        proves iopub subscribed too). The statuses of those control requests say nothing of
+        the shell: they are neither taken as the kernel's state nor relayed to clients.
+        """
+        return self._waitForAnswer(timeout, onControl=True)
+
+    def _waitForAnswer(self, timeout: float, onControl: bool) -> Deferred[bool]:
+        """
+        Nudge the kernel with C{kernel_info_request}s, on control if C{onControl} (shell is
+        then asked once), else on shell; fire with whether shell replied, once the kernel
+        answers as L{waitUntilReady} or L{waitUntilReachable} says.
+        """
+        # Cancelling stops the nudging and closes its sockets.
+        done: Deferred[bool] = Deferred(lambda _: finish(CancelledError()))
         if self.closed:
             done.errback(ConnectionDone("the kernel's channels are closed"))
             return done
-        state = {"reply": False, "iopub": False}
+        state = {"shell": False, "iopub": False, "control": False}
         pending: list[IDelayedCall] = []
 
         def check() -> None:
-            if state["reply"] and state["iopub"] and not done.called:
-                finish(None)
+            if not done.called and (state["control"] or (state["shell"] and state["iopub"])):
+                finish(state["shell"])
 
         def gotReply(frames: list[bytes]) -> None:
             try:
@@ -166,11 +210,15 @@ class KernelChannels:
             except MessageError:
                 return
             if header.get("msg_type") == "kernel_info_reply":
-                state["reply"] = True
+                state["shell"] = True
                 check()
 
         def gotIOPub() -> None:
             state["iopub"] = True
+            check()
+
+        def controlEnded() -> None:
+            state["control"] = True
             check()
 
         def finish(result: object) -> None:
@@ -180,15 +228,25 @@ class KernelChannels:
                     call.cancel()
             if gotIOPub in self._iopubWaiters:
                 self._iopubWaiters.remove(gotIOPub)
-            shell.shutdown()
+            # The statuses of control requests still on their way stay the gateway's: each is
+            # forgotten once its idle status comes (or when the channels close).
+            for socket in sockets:
+                socket.shutdown()
             if done.called:
                 return
             if isinstance(result, Exception):
                 done.errback(result)
             else:
-                done.callback(None)
+                done.callback(bool(result))
 
         shell = self.openSocket(zmq.DEALER, "shell", gotReply)
+        sockets = [shell]
+        nudged = shell
+        if onControl:
+            nudged = self.openSocket(zmq.DEALER, "control", lambda frames: None)
+            sockets.append(nudged)
+            _, parts = self.signer.message("kernel_info_request", {})
+            shell.sendMessage(self.signer.frames(parts))
         self._iopubWaiters.append(gotIOPub)
         self._readyWaits.add(finish)
         deadline = self.clock.seconds() + timeout
@@ -199,8 +257,10 @@ class KernelChannels:
             if self.clock.seconds() >= deadline:
                 finish(DeferredTimeout(f"the kernel did not answer within {timeout} s"))
                 return
-            _, parts = self.signer.message("kernel_info_request", {})
-            shell.sendMessage(self.signer.frames(parts))
+            header, parts = self.signer.message("kernel_info_request", {})
+            if onControl:
+                self._probes[header["msg_id"]] = controlEnded
+            nudged.sendMessage(self.signer.frames(parts))
             pending[:] = [self.clock.callLater(pause, nudge, min(pause * 2, 1.0))]
 
         nudge(0.1)
@@ -337,6 +397,7 @@ class KernelChannels:
         if self.closed:
             return
         self.closed = True
+        self._probes.clear()
         for finish in list(self._readyWaits):
             finish(ConnectionDone("the kernel's channels were closed"))
         for listener in self._listeners:

@@ -271,6 +271,15 @@ class Launcher:
         self.openChannels(kernel)
         return self.answers(kernel)
 
+    def reach(self, kernel: Kernel) -> Deferred[bool]:
+        """
+        Open the channels of a kernel found running and fire once it answers, on control if
+        its shell is busy, with whether its shell is free.
+        """
+        self.openChannels(kernel)
+        assert kernel.channels is not None
+        return kernel.channels.waitUntilReachable(self.policy.startTimeout)
+
     async def recordNew(self, kernel: Kernel) -> None:
         """
         Record a new kernel as this gateway's, when there is a kernel store.

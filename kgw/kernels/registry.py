@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Coroutine
-from functools import partial
 from typing import Any
 
 from jupyter_client.kernelspec import NATIVE_KERNEL_NAME, KernelSpecManager
@@ -137,7 +136,7 @@ class KernelRegistry(Service):
         if self.policy.prespawnCount:
             self._prespawning = self._prespawn(self.policy.prespawnCount)
         if self.store is not None:
-            self.store.start(partial(fence, self._kernels, self._released, self.restarter))
+            self.store.start(self._fence)
             self._adopting = self._adopt()
             if self.store.sweepInterval:
                 # Kernels whose gateway is gone (its lease expired) are adopted here too.
@@ -157,13 +156,36 @@ class KernelRegistry(Service):
             self.launcher.runtimeDir,
             self.specs,
             self.clock,
-            self.launcher.connect,
-            self._register,
+            self.launcher.reach,
+            self._adopted,
             known=lambda kernelId: kernelId in self._kernels or store.owns(kernelId),
         )
         return ensureDeferred(adopting).addErrback(
             lambda f: log.failure("Adopting the recorded kernels failed", f)
         )
+
+    def _adopted(self, kernel: Kernel) -> None:
+        self._register(kernel)
+        self.metrics.adoptions.inc()
+
+    def _fence(self, kernelId: str) -> None:
+        """Stop serving a kernel another gateway took over (L{fence})."""
+        if kernelId in self._kernels:
+            self.metrics.fencings.inc()
+        fence(self._kernels, self._released, self.restarter, kernelId)
+
+    def clusterOwners(self) -> dict[str, int] | None:
+        """
+        How many kernels each gateway sharing the kernel store owns, by gateway id, as the
+        last sweep read them; C{None} without a shared store (or before its first sweep).
+        """
+        owners = getattr(self.store, "lastOwners", None)
+        if owners is None:
+            return None
+        counts: dict[str, int] = {}
+        for owner in owners.values():
+            counts[owner] = counts.get(owner, 0) + 1
+        return counts
 
     def stopService(self) -> Deferred[None]:
         """

@@ -139,6 +139,38 @@ class AdoptionTests(StateDirectoryCase):
         self.assertEqual(os.listdir(os.path.join(self.stateDir, "kernels")), [])
         self.assertEqual([f for f in os.listdir(self.runtime) if f.startswith("kernel-")], [])
 
+    async def test_busyKernelAdoptedAtOnce(self):
+        """
+        A kernel that runs code when its gateway is killed is adopted at once by the next
+        gateway, listed busy, not after the code ends; interrupted, its clients get the
+        code's end.
+        """
+        first, gateway = await self.startDaemon()
+        model = await gateway.startKernel()
+        path = f"api/kernels/{model['id']}"
+        client = await gateway.connect(model["id"])
+        await client.execute("x = 42")
+        cell = client.send("execute_request", {"code": "import time; time.sleep(60); x += 1"})
+        await client.next(lambda m: m["header"]["msg_type"] == "execute_input")
+        await self.crash(first)
+        began = reactor.seconds()
+        _, gateway = await self.startDaemon()
+        adopted = await self.eventually(gateway, path, 200)
+        self.assertEqual(adopted["execution_state"], "busy")
+        # Well before the code would end (60 s), or the start timeout (60 s) ran out.
+        self.assertLess(reactor.seconds() - began, 30)
+        client = await gateway.connect(model["id"])
+        self.assertEqual((await gateway.request("POST", f"{path}/interrupt"))[0], 204)
+        await client.next(
+            lambda m: (
+                m["header"]["msg_type"] == "status"
+                and m["parent_header"].get("msg_id") == cell
+                and m["content"]["execution_state"] == "idle"
+            )
+        )
+        self.assertEqual(stdout(await client.execute("print(x)")), "42\n")
+        self.assertEqual((await gateway.request("GET", path))[1]["execution_state"], "idle")
+
     async def test_deadKernelsCleanedUp(self):
         """A recorded kernel that died with the gateway is forgotten and its files removed."""
         first, gateway = await self.startDaemon()

@@ -295,6 +295,77 @@ class ReadyTests(ChannelsTestCase):
         self.assertEqual(self.zmq.open("shell"), [])
 
 
+class ReachableTests(ChannelsTestCase):
+    def status(self, state: str, parent: dict[str, Any]) -> None:
+        """The kernel publishes its C{state} for the request C{parent}."""
+        self.iopub.receive(self.kernel.message("status", {"execution_state": state}, parent))
+
+    def test_busyShellNotWaitedFor(self) -> None:
+        """A kernel whose shell runs code is reachable once a control kernel_info_request is
+        done (its idle status came): the wait fires False, both its sockets closed."""
+        d = self.channels.waitUntilReachable(10)
+        [shell] = self.zmq.open("shell")
+        [control] = self.zmq.open("control")
+        self.assertEqual([h["msg_type"] for h in shell.requests()], ["kernel_info_request"])
+        [probe] = control.requests()
+        self.assertEqual(probe["msg_type"], "kernel_info_request")
+        self.status("busy", probe)
+        self.assertNoResult(d)
+        control.receive(self.kernel.message("kernel_info_reply", {"status": "ok"}, probe))
+        self.status("idle", probe)
+        self.assertIs(self.successResultOf(d), False)
+        self.assertTrue(shell.closed and control.closed)
+
+    def test_controlStatusesNeitherObservedNorRelayed(self) -> None:
+        """The statuses of the gateway's control requests, even those coming after the wait,
+        are not the kernel's state and reach no client; the shell's statuses do."""
+        client = RecordingClient()
+        self.channels.attach(client)
+        d = self.channels.waitUntilReachable(10)
+        [control] = self.zmq.open("control")
+        self.clock.advance(0.1)
+        first, second = control.requests()
+        self.status("busy", first)
+        self.status("idle", first)
+        self.successResultOf(d)
+        self.status("busy", second)
+        self.status("idle", second)
+        self.assertEqual(self.observed, [])
+        self.assertEqual(client.messages, [])
+        self.status("idle", {"msg_id": "a-cell", "msg_type": "execute_request"})
+        self.assertEqual(self.observed, [("iopub", "status")])
+        self.assertEqual(client.received(), [("iopub", "status")])
+
+    def test_freeShellAnswers(self) -> None:
+        """A kernel whose shell replies, and an iopub message came, is reachable and free."""
+        d = self.channels.waitUntilReachable(10)
+        [shell] = self.zmq.open("shell")
+        [request] = shell.requests()
+        shell.receive(self.kernel.message("kernel_info_reply", {"status": "ok"}, request))
+        self.assertNoResult(d)
+        self.status("busy", request)
+        self.assertIs(self.successResultOf(d), True)
+
+    def test_controlNudgedShellAskedOnce(self) -> None:
+        """While the kernel is silent, control is asked again at growing pauses; shell once, as
+        its requests wait behind the code running; past the timeout the wait fails."""
+        d = self.channels.waitUntilReachable(2)
+        [shell] = self.zmq.open("shell")
+        [control] = self.zmq.open("control")
+        self.clock.pump([0.1, 0.2, 0.4])
+        self.assertEqual((len(shell.sent), len(control.sent)), (1, 4))
+        self.clock.pump([0.5] * 4)
+        self.failureResultOf(d, DeferredTimeout)
+        self.assertEqual(self.zmq.open("shell") + self.zmq.open("control"), [])
+
+    def test_closeFailsTheWait(self) -> None:
+        """The wait fails once the channels close."""
+        d = self.channels.waitUntilReachable(10)
+        self.channels.close(1001, "shutdown")
+        self.failureResultOf(d, ConnectionDone)
+        self.assertEqual(self.zmq.open("control"), [])
+
+
 class BufferTests(ChannelsTestCase):
     limits = BufferLimits(maxMessages=3, timeout=60.0)
 

@@ -9,7 +9,9 @@ Under a prefix (C{/kgw} unless the store's URL names another):
   - C{<prefix>/owners/<id>}: the id of the gateway that owns the kernel, bound to that gateway's
     lease. It is created in a transaction only if absent (C{create_revision == 0}), so two
     gateways can never both own a kernel; when a gateway stops renewing its lease (crashed,
-    paused, cut off), etcd deletes its owner keys and another gateway may claim its kernels.
+    paused, cut off), etcd deletes its owner keys and another gateway may claim its kernels;
+  - C{<prefix>/sessions/<session id>}: a REST session (path, name, type, kernel id), JSON, bound
+    to no lease: it lives as long as its kernel, whichever gateway owns that.
 
 The lease is granted at start and renewed on the gateway's clock, every third of its TTL. The
 calls to etcd are those of L{kgw.kernels.store.etcdwire}.
@@ -86,6 +88,8 @@ class EtcdStore:
         self._pending: set[Deferred[Any]] = set()
         self._leaseLock = DeferredLock()
         self._lost: Callable[[str], None] = lambda kernelId: None
+        #: The owner of each kernel as last read (by a sweep), by kernel id; none read yet.
+        self.lastOwners: dict[str, str] | None = None
         #: How often kernels whose owner's lease expired are looked for, and adopted.
         self.sweepInterval: float | None = sweepInterval
 
@@ -359,10 +363,30 @@ class EtcdStore:
 
     async def owners(self) -> dict[str, str]:
         """The owner of each owned kernel, by kernel id."""
-        return {
+        owners = {
             kernelId: value.decode(errors="replace")
             for kernelId, value in await self._range("owners")
         }
+        self.lastOwners = owners
+        return owners
+
+    async def sessionRecords(self) -> list[tuple[str, bytes]]:
+        """Every session recorded, as its id and its JSON value."""
+        return await self._range("sessions")
+
+    async def sessionRecord(self, sessionId: str) -> bytes | None:
+        """The JSON value of one session, if recorded."""
+        value = await self._value1(self._key("sessions", sessionId))
+        return None if value is None else value.encode()
+
+    async def putSession(self, sessionId: str, value: bytes) -> None:
+        """Record a session, replacing its earlier record."""
+        put = {"key": b64(self._key("sessions", sessionId)), "value": b64(value)}
+        await self.client.call("kv/put", put)
+
+    async def removeSession(self, sessionId: str) -> None:
+        """Forget a session."""
+        await self.client.call("kv/deleterange", {"key": b64(self._key("sessions", sessionId))})
 
     async def kernelModels(self) -> list[dict[str, Any]]:
         """

@@ -63,11 +63,20 @@ class KernelSource(Protocol):
 
     def kernels(self) -> Sequence[CountedKernel]: ...
 
-    def clusterOwners(self) -> dict[str, int] | None:
-        """
-        How many kernels each gateway sharing the kernel store owns, by gateway id, as last
-        seen; C{None} without a shared store.
-        """
+
+def clusterOwners(source: KernelSource) -> dict[str, int] | None:
+    """
+    How many kernels each gateway sharing the kernel store of C{source} owns, by gateway id, as
+    the store last read them (its C{lastOwners}); C{None} without a shared store, or before it
+    first read them.
+    """
+    owners: dict[str, str] | None = getattr(getattr(source, "store", None), "lastOwners", None)
+    if owners is None:
+        return None
+    counts: dict[str, int] = {}
+    for owner in owners.values():
+        counts[owner] = counts.get(owner, 0) + 1
+    return counts
 
 
 class KernelCollector:
@@ -94,8 +103,7 @@ class KernelCollector:
             counts[key] = counts.get(key, 0) + 1
             connections += kernel.connections
         self._counts, self._connections = counts, connections
-        owners = getattr(self._kernels, "clusterOwners", None)
-        self._owners = owners() if owners is not None else None
+        self._owners = clusterOwners(self._kernels)
 
     def describe(self) -> Iterable[Metric]:
         return self._families({}, 0, None)

@@ -10,14 +10,12 @@ Only the header of a message is parsed on the way through.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 import zmq
 from jupyter_client.session import Session
-from twisted.internet.defer import CancelledError, Deferred
-from twisted.internet.defer import TimeoutError as DeferredTimeout
+from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
@@ -25,6 +23,7 @@ from twisted.logger import Logger
 from kgw.jupyter import CLIENT_CHANNELS
 from kgw.kernels.buffering import BufferLimits, SessionBuffer
 from kgw.kernels.clientchannels import Client, ClientChannels
+from kgw.kernels.readiness import Probes, waitForAnswer
 from kgw.kernels.signing import MessageError, Signer
 from kgw.kernels.sockets import MessageSocket, Pacing, SocketOpener, address
 
@@ -90,10 +89,9 @@ class KernelChannels:
         self._holds = 0
         self._iopubWaiters: list[Callable[[], None]] = []
         self._listeners: list[Listener] = []
-        self._readyWaits: set[Callable[[object], None]] = set()
-        # The gateway's own control requests (see waitUntilReachable), by message id: each
-        # is told when the kernel publishes its idle status.
-        self._probes: dict[str, Callable[[], None]] = {}
+        # The readiness waits in progress (see kgw.kernels.readiness), each ended by a close.
+        self.readyWaits: set[Callable[[object], None]] = set()
+        self.probes = Probes()
         self._iopub = self.openSocket(
             zmq.SUB,
             "iopub",
@@ -123,7 +121,7 @@ class KernelChannels:
         waiters, self._iopubWaiters = self._iopubWaiters, []
         for waiter in waiters:
             waiter()
-        if self._probes and header.get("msg_type") == "status" and self._probeStatus(parts):
+        if self.probes and header.get("msg_type") == "status" and self.probes.claim(parts):
             return
         if header.get("msg_type") == "iopub_welcome":
             # ipykernel 7 greets each new subscription (JEP 65); it is meant for this
@@ -136,21 +134,6 @@ class KernelChannels:
             client.relay("iopub", header, parts)
         for buffer, _, _ in self.buffers.values():
             buffer.relay("iopub", header, parts)
-
-    def _probeStatus(self, parts: Sequence[bytes]) -> bool:
-        """Whether a status message is one of a gateway's control request; tell its waiter."""
-        try:
-            parent = json.loads(parts[1]).get("msg_id")
-            state = json.loads(parts[3]).get("execution_state")
-        except (ValueError, AttributeError, IndexError):
-            return False
-        ended = self._probes.get(parent)
-        if ended is None:
-            return False
-        if state == "idle":
-            del self._probes[parent]
-            ended()
-        return True
 
     def broadcast(self, header: dict[str, Any], parts: Sequence[bytes]) -> None:
         """Send a message of the gateway's own to every client, as if it came on iopub."""
@@ -169,7 +152,7 @@ class KernelChannels:
         C{kernel_info_request}s are sent, with growing pauses, until both a reply and an iopub
         message (the kernel publishes its busy/idle status for each request) have arrived.
         """
-        return self._waitForAnswer(timeout, onControl=False).addCallback(lambda _: None)
+        return waitForAnswer(self, timeout, onControl=False).addCallback(lambda _: None)
 
     def waitUntilReachable(self, timeout: float) -> Deferred[bool]:
         """
@@ -184,87 +167,15 @@ class KernelChannels:
         proves iopub subscribed too). The statuses of those control requests say nothing of
         the shell: they are neither taken as the kernel's state nor relayed to clients.
         """
-        return self._waitForAnswer(timeout, onControl=True)
+        return waitForAnswer(self, timeout, onControl=True)
 
-    def _waitForAnswer(self, timeout: float, onControl: bool) -> Deferred[bool]:
-        """
-        Nudge the kernel with C{kernel_info_request}s, on control if C{onControl} (shell is
-        then asked once), else on shell; fire with whether shell replied, once the kernel
-        answers as L{waitUntilReady} or L{waitUntilReachable} says.
-        """
-        # Cancelling stops the nudging and closes its sockets.
-        done: Deferred[bool] = Deferred(lambda _: finish(CancelledError()))
-        if self.closed:
-            done.errback(ConnectionDone("the kernel's channels are closed"))
-            return done
-        state = {"shell": False, "iopub": False, "control": False}
-        pending: list[IDelayedCall] = []
+    def whenIOPub(self, waiter: Callable[[], None]) -> None:
+        """Call C{waiter} when the next iopub message comes."""
+        self._iopubWaiters.append(waiter)
 
-        def check() -> None:
-            if not done.called and (state["control"] or (state["shell"] and state["iopub"])):
-                finish(state["shell"])
-
-        def gotReply(frames: list[bytes]) -> None:
-            try:
-                header, _ = self.signer.unwrap(frames)
-            except MessageError:
-                return
-            if header.get("msg_type") == "kernel_info_reply":
-                state["shell"] = True
-                check()
-
-        def gotIOPub() -> None:
-            state["iopub"] = True
-            check()
-
-        def controlEnded() -> None:
-            state["control"] = True
-            check()
-
-        def finish(result: object) -> None:
-            self._readyWaits.discard(finish)
-            for call in pending:
-                if call.active():
-                    call.cancel()
-            if gotIOPub in self._iopubWaiters:
-                self._iopubWaiters.remove(gotIOPub)
-            # The statuses of control requests still on their way stay the gateway's: each is
-            # forgotten once its idle status comes (or when the channels close).
-            for socket in sockets:
-                socket.shutdown()
-            if done.called:
-                return
-            if isinstance(result, Exception):
-                done.errback(result)
-            else:
-                done.callback(bool(result))
-
-        shell = self.openSocket(zmq.DEALER, "shell", gotReply)
-        sockets = [shell]
-        nudged = shell
-        if onControl:
-            nudged = self.openSocket(zmq.DEALER, "control", lambda frames: None)
-            sockets.append(nudged)
-            _, parts = self.signer.message("kernel_info_request", {})
-            shell.sendMessage(self.signer.frames(parts))
-        self._iopubWaiters.append(gotIOPub)
-        self._readyWaits.add(finish)
-        deadline = self.clock.seconds() + timeout
-
-        def nudge(pause: float) -> None:
-            if done.called:
-                return
-            if self.clock.seconds() >= deadline:
-                finish(DeferredTimeout(f"the kernel did not answer within {timeout} s"))
-                return
-            header, parts = self.signer.message("kernel_info_request", {})
-            if onControl:
-                self._probes[header["msg_id"]] = controlEnded
-            nudged.sendMessage(self.signer.frames(parts))
-            pending[:] = [self.clock.callLater(pause, nudge, min(pause * 2, 1.0))]
-
-        nudge(0.1)
-        return done
+    def forgetIOPubWaiter(self, waiter: Callable[[], None]) -> None:
+        if waiter in self._iopubWaiters:
+            self._iopubWaiters.remove(waiter)
 
     def listen(self, listener: Listener) -> None:
         """Tell C{listener} of every iopub message, hold and release until the channels close."""
@@ -397,8 +308,8 @@ class KernelChannels:
         if self.closed:
             return
         self.closed = True
-        self._probes.clear()
-        for finish in list(self._readyWaits):
+        self.probes.clear()
+        for finish in list(self.readyWaits):
             finish(ConnectionDone("the kernel's channels were closed"))
         for listener in self._listeners:
             listener.close(ConnectionDone("the kernel's channels were closed"))

@@ -6,7 +6,7 @@ this gateway's own kernels count.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from twisted.logger import Logger
@@ -55,17 +55,23 @@ async def peerOf(store: KernelStore | None, kernelId: str) -> tuple[str, str] | 
 
 
 def fence(
-    kernels: dict[str, Kernel], released: dict[str, Kernel], restarter: Restarter, kernelId: str
+    kernels: dict[str, Kernel],
+    released: dict[str, Kernel],
+    restarter: Restarter,
+    fenced: Callable[[], object],
+    kernelId: str,
 ) -> None:
     """
     Stop serving a kernel another gateway took over while this one's lease had lapsed: take it
     out of C{kernels}, close its clients with 1012 (service restart), so that they reconnect
     through the balancer, and leave its process alone. It is kept in C{released}, never
-    collected: jupyter_client's manager deletes the connection file then.
+    collected: jupyter_client's manager deletes the connection file then. C{fenced} is called
+    if this gateway served the kernel.
     """
     kernel = kernels.pop(kernelId, None)
     if kernel is None:
         return
+    fenced()
     restarter.unwatch(kernel)
     if kernel.channels is not None:
         kernel.channels.close(1012, "kernel taken over by another gateway")

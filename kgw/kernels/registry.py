@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Coroutine
+from functools import partial
 from typing import Any
 
 from jupyter_client.kernelspec import NATIVE_KERNEL_NAME, KernelSpecManager
@@ -28,11 +29,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from kgw.errors import (
-    GatewayError,
-    KernelLimitReached,
-    NoSuchKernel,
-)
+from kgw.errors import GatewayError, KernelLimitReached, NoSuchKernel
 from kgw.kernels.adoption import adoptRecorded
 from kgw.kernels.cluster import fence
 from kgw.kernels.culling import Culler
@@ -99,7 +96,8 @@ class KernelRegistry(Service):
             processFactory,
             store,
         )
-        self.restarter = Restarter(clock, policy, self.launcher, self.__contains__, self._shutDown)
+        stop = self.shutdownKernel
+        self.restarter = Restarter(clock, policy, self.launcher, self.__contains__, stop)
         self.culler = Culler(
             policy.culling,
             clock,
@@ -136,7 +134,8 @@ class KernelRegistry(Service):
         if self.policy.prespawnCount:
             self._prespawning = self._prespawn(self.policy.prespawnCount)
         if self.store is not None:
-            self.store.start(self._fence)
+            fenced = self.metrics.fencings.inc
+            self.store.start(partial(fence, self._kernels, self._released, self.restarter, fenced))
             self._adopting = self._adopt()
             if self.store.sweepInterval:
                 # Kernels whose gateway is gone (its lease expired) are adopted here too.
@@ -167,25 +166,6 @@ class KernelRegistry(Service):
     def _adopted(self, kernel: Kernel) -> None:
         self._register(kernel)
         self.metrics.adoptions.inc()
-
-    def _fence(self, kernelId: str) -> None:
-        """Stop serving a kernel another gateway took over (L{fence})."""
-        if kernelId in self._kernels:
-            self.metrics.fencings.inc()
-        fence(self._kernels, self._released, self.restarter, kernelId)
-
-    def clusterOwners(self) -> dict[str, int] | None:
-        """
-        How many kernels each gateway sharing the kernel store owns, by gateway id, as the
-        last sweep read them; C{None} without a shared store (or before its first sweep).
-        """
-        owners = getattr(self.store, "lastOwners", None)
-        if owners is None:
-            return None
-        counts: dict[str, int] = {}
-        for owner in owners.values():
-            counts[owner] = counts.get(owner, 0) + 1
-        return counts
 
     def stopService(self) -> Deferred[None]:
         """
@@ -417,6 +397,3 @@ class KernelRegistry(Service):
 
         # stopService waits for shutdowns under way, so no process outlives the gateway.
         return self._inFlight.track(shutdown.addBoth(forgotten))
-
-    def _shutDown(self, kernelId: str, code: int, reason: str) -> Deferred[None]:
-        return self.shutdownKernel(kernelId, code=code, reason=reason)
